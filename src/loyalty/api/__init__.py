@@ -1,0 +1,1 @@
+"""HTTP: the Altcraft-compatible API and everything that knows about HTTP."""

@@ -1,0 +1,56 @@
+"""The FastAPI application: Altcraft routes, health probes, and envelope-shaped answers for unknown routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from loyalty import __version__
+from loyalty.api.auth import Authenticator
+from loyalty.api.endpoints import register_endpoints
+from loyalty.jobs.runner import JobRunner
+from loyalty.services.runtime import Runtime
+from loyalty.storage import migrate
+
+
+def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
+    jobs = JobRunner(rt) if (rt.settings.run_jobs if run_jobs is None else run_jobs) else None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if jobs is not None:
+            jobs.start()
+        yield
+        if jobs is not None:
+            jobs.stop()
+
+    app = FastAPI(title="Loyalty Engine", version=__version__, lifespan=lifespan,
+                  description="Altcraft-compatible Loyalty API v1.1")
+    register_endpoints(app, rt, Authenticator(rt))
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        try:
+            current = migrate.is_current(rt.store.engines.reader)
+        except Exception:
+            return JSONResponse({"status": "store unreachable"}, status_code=503)
+        if not current:
+            return JSONResponse({"status": "schema out of date: run `loyalty db upgrade`"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "endpoint_not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        text = {404: "No such endpoint", 405: "Use POST"}.get(exc.status_code, str(exc.detail))
+        return JSONResponse({"error": exc.status_code, "error_text": text, "error_code": code},
+                            status_code=exc.status_code)
+
+    return app

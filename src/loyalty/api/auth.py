@@ -1,0 +1,65 @@
+"""Per-request authentication with a short cache, per-token rate limits, and throttled last-used updates.
+
+A token's principal is cached for a few seconds so the hot path does not read the store on every request;
+revocation therefore takes effect within `CACHE_SECONDS`. The cache key is the token's hash, never the token.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from loyalty.domain.errors import RateLimited
+from loyalty.services import tokens
+from loyalty.services.runtime import Runtime
+from loyalty.services.tokens import Principal
+
+CACHE_SECONDS = 2.0
+TOUCH_EVERY_SECONDS = 60.0
+
+
+class Authenticator:
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._touched: dict[int, float] = {}
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    def principal(self, raw: str) -> Principal:
+        digest = tokens.hash_token(raw)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            principal = hit[1]
+        else:
+            principal = tokens.authenticate(self.rt, raw)
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = (now, principal)
+        self._rate_limit(principal, now)
+        self._touch(principal, now)
+        return principal
+
+    def _rate_limit(self, principal: Principal, now: float) -> None:
+        rate = self.rt.settings.rate_limit_per_second
+        if rate <= 0:
+            return
+        burst = float(self.rt.settings.rate_limit_burst)
+        with self._lock:
+            level, at = self._buckets.get(principal.token_id, (burst, now))
+            level = min(burst, level + (now - at) * rate)
+            if level < 1:
+                self._buckets[principal.token_id] = (level, now)
+                raise RateLimited(f"Rate limit of {rate:g} requests per second exceeded for this token")
+            self._buckets[principal.token_id] = (level - 1, now)
+
+    def _touch(self, principal: Principal, now: float) -> None:
+        with self._lock:
+            last = self._touched.get(principal.token_id)
+            if last is not None and now - last < TOUCH_EVERY_SECONDS:
+                return
+            self._touched[principal.token_id] = now
+        tokens.touch(self.rt, principal.token_id)

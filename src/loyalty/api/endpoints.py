@@ -1,0 +1,145 @@
+"""The Altcraft routes: each endpoint is a command model plus a function that calls one use case.
+
+`register_endpoints` mounts them all under /api/v1.1/ with one request pipeline: size limit → parse body →
+authenticate → validate → run the use case in the thread pool → envelope. Every failure goes through
+`respond_error`, so no request ever answers with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from loyalty.api import wire
+from loyalty.api.auth import Authenticator
+from loyalty.domain.errors import LoyaltyError
+from loyalty.services import ledger, members, profiles
+from loyalty.services.commands import (
+    AccrueCmd,
+    BalanceCmd,
+    DeleteCmd,
+    ProfileAddCmd,
+    ProfileGetCmd,
+    ProfileImportCmd,
+    RedeemCmd,
+    RegisterCmd,
+    TxnRefCmd,
+)
+from loyalty.services.runtime import Runtime
+from loyalty.services.tokens import Principal
+
+log = logging.getLogger("loyalty.api")
+
+Handler = Callable[[Runtime, Principal, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    model: type[BaseModel]
+    handler: Handler
+    summary: str
+
+
+def _register(rt: Runtime, p: Principal, cmd: RegisterCmd) -> dict[str, Any]:
+    return {"profile_id": members.register(rt, p, cmd)}
+
+
+def _delete(rt: Runtime, p: Principal, cmd: DeleteCmd) -> dict[str, Any]:
+    return {"profile_id": members.delete(rt, p, cmd)}
+
+
+def _txn(result: ledger.TxnResult) -> dict[str, Any]:
+    return {"data": {"transaction_id": result.transaction_id, "balance": result.balance}}
+
+
+def _balance(rt: Runtime, p: Principal, cmd: BalanceCmd) -> dict[str, Any]:
+    b = ledger.balance(rt, p, cmd)
+    return {"data": {"total_balance": b.total, "active_balance": b.active, "pending_balance": b.pending,
+                     "held_balance": b.held, "temp_accrued_balance": b.temp_accrued}}
+
+
+def _profile_add(rt: Runtime, p: Principal, cmd: ProfileAddCmd) -> dict[str, Any]:
+    return {"profile_id": profiles.add(rt, p, cmd.db_id, cmd.data)}
+
+
+def _profile_import(create: bool) -> Handler:
+    def handler(rt: Runtime, p: Principal, cmd: ProfileImportCmd) -> dict[str, Any]:
+        lookup = cmd.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})
+        return {"profile_id": profiles.import_(rt, p, cmd.db_id, lookup, cmd.data, create)}
+
+    return handler
+
+
+def _profile_get(rt: Runtime, p: Principal, cmd: ProfileGetCmd) -> dict[str, Any]:
+    lookup = cmd.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})
+    return {"data": profiles.get(rt, p, cmd.db_id, lookup)}
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("loyalty/register_member", RegisterCmd, _register, "Enrol a profile in a program"),
+    Endpoint("loyalty/delete_member", DeleteCmd, _delete, "Remove a membership, forfeiting points"),
+    Endpoint("loyalty/accrue_points", AccrueCmd, lambda rt, p, c: _txn(ledger.accrue(rt, p, c)), "Accrue points"),
+    Endpoint("loyalty/redeeme_points", RedeemCmd, lambda rt, p, c: _txn(ledger.redeem(rt, p, c)), "Redeem points"),
+    Endpoint("loyalty/redeem_points", RedeemCmd, lambda rt, p, c: _txn(ledger.redeem(rt, p, c)),
+             "Redeem points (alias)"),
+    Endpoint("loyalty/commit_transaction", TxnRefCmd, lambda rt, p, c: _txn(ledger.commit(rt, p, c)),
+             "Commit a temporary transaction"),
+    Endpoint("loyalty/rollback_transaction", TxnRefCmd, lambda rt, p, c: _txn(ledger.rollback(rt, p, c)),
+             "Roll back a temporary transaction"),
+    Endpoint("loyalty/cancel_transaction", TxnRefCmd, lambda rt, p, c: _txn(ledger.cancel(rt, p, c)),
+             "Cancel a transaction"),
+    Endpoint("loyalty/account/balance", BalanceCmd, _balance, "Balances of a member's account"),
+    Endpoint("profiles/add", ProfileAddCmd, _profile_add, "Create a profile"),
+    Endpoint("profiles/import", ProfileImportCmd, _profile_import(create=True), "Update or create a profile"),
+    Endpoint("profiles/update", ProfileImportCmd, _profile_import(create=False), "Update a profile"),
+    Endpoint("profiles/get", ProfileGetCmd, _profile_get, "Find a profile"),
+    Endpoint("profiles/get/", ProfileGetCmd, _profile_get, "Find a profile"),
+]
+
+
+def register_endpoints(app: FastAPI, rt: Runtime, auth: Authenticator) -> None:
+    for endpoint in ENDPOINTS:
+        app.add_api_route(
+            f"/api/v1.1/{endpoint.path}",
+            _route(rt, auth, endpoint),
+            methods=["POST"],
+            summary=endpoint.summary,
+            name=endpoint.path,
+            openapi_extra={"requestBody": {"content": {
+                "application/json": {"schema": endpoint.model.model_json_schema()},
+                "application/xml": {"schema": {"type": "object"}},
+            }}},
+        )
+
+
+def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint) -> Callable[[Request], Any]:
+    async def route(request: Request) -> Response:
+        fmt = "json"
+        try:
+            body = await wire.read_body(request, rt.settings.max_body_bytes)
+            body_format = wire.body_format_of(request, body)
+            fmt = wire.response_format_of(request, body_format, None)
+            params = wire.parse_params(body, body_format, endpoint.model)
+            fmt = wire.response_format_of(request, body_format, params)
+            token = wire.pick_token(request, params)
+            principal = await run_in_threadpool(auth.principal, token)
+            cmd = wire.validate(endpoint.model, params)
+            payload = await run_in_threadpool(endpoint.handler, rt, principal, cmd)
+            return wire.respond(payload, fmt)
+        except LoyaltyError as error:
+            if error.error >= 500:
+                log.warning("request failed: %s %s", endpoint.path, error.code)
+            return wire.respond_error(error, fmt)
+        except Exception:
+            log.exception("unhandled error on %s", endpoint.path)
+            return wire.respond_error(LoyaltyError("Internal error; see the server log"), fmt)
+
+    return route

@@ -1,0 +1,134 @@
+"""The transport rules of altcraft-api.md §1: body formats, size limit, negotiation, token, envelope.
+
+`read_request` turns an HTTP request into (params, formats); `respond` and `respond_error` turn a payload or an
+error into the envelope in the negotiated format, with the HTTP status equal to `error` on failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from loyalty.api import xmlcodec
+from loyalty.domain.errors import (
+    InvalidParameter,
+    InvalidRequest,
+    LoyaltyError,
+    MissingParameter,
+    PayloadTooLarge,
+    TokenMissing,
+)
+from loyalty.services.json_values import dumps_ordered, loads_exact
+
+SUCCESS = "Successful operation"
+_STATUS_FROM_ERROR = {400, 401, 403, 404, 409, 413, 422, 429, 500, 503}
+JSON_TYPE = "application/json; charset=utf-8"
+XML_TYPE = "application/xml; charset=utf-8"
+
+
+@dataclass
+class WireRequest:
+    params: dict[str, Any]
+    body_format: str  # "json" | "xml"
+    response_format: str
+    token: str | None
+
+
+def body_format_of(request: Request, body: bytes) -> str:
+    ctype = request.headers.get("content-type", "").lower()
+    if "xml" in ctype:
+        return "xml"
+    if "json" in ctype:
+        return "json"
+    return "xml" if body.lstrip()[:1] == b"<" else "json"
+
+
+def response_format_of(request: Request, body_format: str, params: dict[str, Any] | None) -> str:
+    explicit = request.query_params.get("format") or (params or {}).get("format")
+    if isinstance(explicit, str) and explicit.lower() in ("json", "xml"):
+        return explicit.lower()
+    accept = request.headers.get("accept", "").lower()
+    wants_xml = "application/xml" in accept or "text/xml" in accept
+    wants_json = "application/json" in accept
+    if wants_xml and not wants_json:
+        return "xml"
+    if wants_json and not wants_xml:
+        return "json"
+    if wants_xml and wants_json:
+        return "xml" if accept.find("xml") < accept.find("json") else "json"
+    return body_format
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_params(body: bytes, body_format: str, model: type[BaseModel] | None) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    if body_format == "xml":
+        return xmlcodec.parse(body, model)
+    try:
+        value = loads_exact(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("The body must be a JSON object")
+    return value
+
+
+def pick_token(request: Request, params: dict[str, Any]) -> str:
+    header = request.headers.get("authorization", "")
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+    body_token = params.get("token")
+    if body_token is not None and not isinstance(body_token, str):
+        raise InvalidParameter("token", "must be a string")
+    body_token = body_token.strip() if body_token else None
+    if bearer and body_token and bearer != body_token:
+        raise InvalidParameter("token", "the body token and the Authorization header disagree")
+    token = bearer or body_token
+    if not token:
+        raise TokenMissing("No token: send it in the body as `token` or as `Authorization: Bearer <token>`")
+    return token
+
+
+def validate(model: type[BaseModel], params: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "body"
+        if first["type"] == "missing":
+            raise MissingParameter(name) from None
+        raise InvalidParameter(name, first["msg"]) from None
+
+
+def respond(payload: dict[str, Any], fmt: str) -> Response:
+    body = {"error": 0, "error_text": SUCCESS, **payload}
+    return _render(body, fmt, 200)
+
+
+def respond_error(error: LoyaltyError, fmt: str) -> Response:
+    body = {"error": error.error, "error_text": error.message, "error_code": error.code}
+    status = error.error if error.error in _STATUS_FROM_ERROR else 500
+    return _render(body, fmt, status)
+
+
+def _render(body: dict[str, Any], fmt: str, status: int) -> Response:
+    if fmt == "xml":
+        return Response(xmlcodec.render(body), status_code=status, media_type=XML_TYPE)
+    return Response(dumps_ordered(body).encode("utf-8"), status_code=status, media_type=JSON_TYPE)

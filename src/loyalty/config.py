@@ -1,0 +1,24 @@
+"""One Settings object, read from LOYALTY_* environment variables once at start-up and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOYALTY_", extra="ignore")
+
+    database_url: str = "sqlite:///./loyalty.db"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Requests per second allowed per token (0 = no limit); bursts up to `rate_limit_burst`.
+    rate_limit_per_second: float = Field(default=0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    default_temp_timeout_sec: int = 900
+    # Background sweeper period; the engine stays correct without it (reads settle what is due).
+    sweep_interval_sec: float = Field(default=5.0, gt=0)
+    run_jobs: bool = True
+    export_dir: Path = Path("./exports")
+    log_level: str = "INFO"

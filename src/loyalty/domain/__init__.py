@@ -1,0 +1,1 @@
+"""Pure business rules: no framework, no storage, no wall clock."""

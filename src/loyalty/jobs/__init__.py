@@ -1,0 +1,1 @@
+"""Background work: thin loops that call services and record what happened."""

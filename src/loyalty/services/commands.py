@@ -1,0 +1,102 @@
+"""Typed parameters of each use case. The wire layer validates request bodies against these models (JSON and
+XML alike: the models are also the schema that tells the XML reader which fields are arrays or objects).
+
+Scalars are lax on purpose: XML carries everything as text, so `"123"` is an int and `"true"` a bool. Amounts and
+dates stay raw here and are parsed by the domain once the currency's precision is known.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, str_strip_whitespace=True)
+
+
+class MemberParams(Params):
+    loyalty_program_id: int
+    matching: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    profile_id: str | None = None
+    field_name: str | None = None
+    field_value: str | int | None = None
+
+    def lookup(self) -> dict[str, Any]:
+        return self.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})
+
+
+class CurrencyParams(Params):
+    points_currency_iid: int | None = None
+    points_currency_eid: str | None = None
+
+
+class RegisterCmd(MemberParams):
+    registration_date: str | None = None
+
+
+class DeleteCmd(MemberParams):
+    pass
+
+
+class MoveCmd(MemberParams, CurrencyParams):
+    """Fields shared by accrue and redeem."""
+
+    amount: Any = None
+    promotion_id: str | None = None
+    is_temp: bool = False
+    temp_timeout_sec: int | None = None
+    created_at: str | None = None
+    transaction_eid: str | None = None
+    external_data: dict[str, Any] | None = None
+    description: str | None = Field(default=None, max_length=1000)
+
+
+class AccrueCmd(MoveCmd):
+    activation_date: str | None = None
+    expiration_date: str | None = None
+
+
+class RedeemCmd(MoveCmd):
+    pass
+
+
+class TxnRefCmd(Params):
+    transaction_id: str | None = None
+    transaction_eid: str | None = None
+    loyalty_program_id: int | None = None
+
+
+class BalanceCmd(MemberParams, CurrencyParams):
+    pass
+
+
+class ProfileAddCmd(Params):
+    db_id: int
+    data: dict[str, Any]
+    skip_triggers: bool = False
+
+
+class ProfileImportCmd(Params):
+    db_id: int
+    matching: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    profile_id: str | None = None
+    field_name: str | None = None
+    field_value: str | int | None = None
+    data: dict[str, Any]
+    skip_triggers: bool = False
+
+
+class ProfileGetCmd(Params):
+    db_id: int
+    matching: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    profile_id: str | None = None
+    field_name: str | None = None
+    field_value: str | int | None = None

@@ -1,0 +1,23 @@
+"""What every use case runs with: settings, the store and the clock, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from loyalty.config import Settings
+from loyalty.domain.clock import Clock, SystemClock
+from loyalty.storage.uow import Store
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    clock: Clock = field(default_factory=SystemClock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+        return cls(settings, Store.from_url(settings.database_url), clock or SystemClock())
+
+    def close(self) -> None:
+        self.store.dispose()

@@ -1,0 +1,42 @@
+"""Make time-dependent effects durable: settle accounts whose next event (activation, expiration, temp
+deadline) has passed. Reads are already correct without this; the sweep keeps the store itself current and
+writes the `expiration` transactions. Safe with several processes: each account is settled under its lock and
+settling an account twice does nothing the second time.
+"""
+
+from __future__ import annotations
+
+from loyalty.services.book import Book
+from loyalty.services.runtime import Runtime
+from loyalty.storage import catalog_repo, ledger_repo
+
+
+def sweep_once(rt: Runtime, batch: int = 200) -> int:
+    """Settle up to `batch` due accounts; return how many were settled."""
+    now = rt.clock.now()
+    due = rt.store.read(lambda conn: ledger_repo.accounts_with_due_events(conn, now, batch))
+    settled = 0
+    for program_id, profile_id, currency_iid in due:
+
+        def work(conn):  # type: ignore[no-untyped-def]
+            currency = next(
+                (c for c in catalog_repo.program_currencies(conn, program_id) if c.iid == currency_iid), None
+            )
+            if currency is None:
+                return 0
+            book = Book.open(conn, program_id, profile_id, currency, rt.clock.now())
+            book.settle()
+            book.finish()
+            return 1
+
+        settled += rt.store.write(work)
+    return settled
+
+
+def sweep_all(rt: Runtime, batch: int = 200) -> int:
+    total = 0
+    while True:
+        n = sweep_once(rt, batch)
+        total += n
+        if n < batch:
+            return total

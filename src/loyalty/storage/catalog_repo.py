@@ -1,0 +1,182 @@
+"""SQL for the configured catalogue: databases and their fields, programs, currencies, promotions, tiers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from loyalty.domain.model import Currency, Database, FieldDef, Program
+from loyalty.storage.tables import (
+    currencies,
+    databases,
+    db_fields,
+    programs,
+    promotion_rules,
+    promotions,
+    tier_groups,
+    tiers,
+)
+
+
+def get_database(conn: Connection, db_id: int) -> Database | None:
+    row = conn.execute(select(databases).where(databases.c.id == db_id)).first()
+    if row is None:
+        return None
+    fields = {
+        f.name: FieldDef(f.name, f.type, bool(f.is_unique))
+        for f in conn.execute(select(db_fields).where(db_fields.c.db_id == db_id))
+    }
+    return Database(row.id, row.name, fields)
+
+
+def list_databases(conn: Connection) -> list[Database]:
+    ids = conn.execute(select(databases.c.id).order_by(databases.c.id)).scalars().all()
+    return [d for d in (get_database(conn, i) for i in ids) if d is not None]
+
+
+def _program(row: Any) -> Program:
+    return Program(
+        id=row.id,
+        external_id=row.external_id,
+        name=row.name,
+        description=row.description,
+        db_id=row.db_id,
+        status=row.status,
+        earn_rate=Decimal(row.earn_rate),
+        point_value=Decimal(row.point_value),
+        max_redeem_share=Decimal(row.max_redeem_share),
+        return_window_days=row.return_window_days,
+    )
+
+
+def get_program(conn: Connection, program_id: int) -> Program | None:
+    row = conn.execute(select(programs).where(programs.c.id == program_id)).first()
+    return _program(row) if row else None
+
+
+def list_programs(conn: Connection) -> list[Program]:
+    return [_program(r) for r in conn.execute(select(programs).order_by(programs.c.id))]
+
+
+def _currency(row: Any) -> Currency:
+    return Currency(
+        program_id=row.program_id,
+        iid=row.iid,
+        eid=row.eid,
+        name=row.name,
+        kind=row.kind,
+        precision=row.precision,
+        initial_balance=row.initial_balance,
+        lifetime_kind=row.lifetime_kind,
+        lifetime_n=row.lifetime_n,
+        is_default=bool(row.is_default),
+    )
+
+
+def program_currencies(conn: Connection, program_id: int) -> list[Currency]:
+    rows = conn.execute(
+        select(currencies)
+        .where(currencies.c.program_id == program_id, currencies.c.status == "active")
+        .order_by(currencies.c.iid)
+    )
+    return [_currency(r) for r in rows]
+
+
+# --- writes used by `loyalty apply` -------------------------------------------------------------------------
+
+def upsert_row(conn: Connection, table: Any, keys: dict[str, Any], values: dict[str, Any]) -> str:
+    """Insert or update one row by its key; return "created", "updated" or "unchanged"."""
+    cond = [table.c[k] == v for k, v in keys.items()]
+    row = conn.execute(select(table).where(*cond)).mappings().first()
+    if row is None:
+        conn.execute(insert(table).values(**keys, **values))
+        return "created"
+    changed = {k: v for k, v in values.items() if row[k] != v}
+    if not changed:
+        return "unchanged"
+    conn.execute(update(table).where(*cond).values(**changed))
+    return "updated"
+
+
+def field_names(conn: Connection, db_id: int) -> set[str]:
+    return set(conn.execute(select(db_fields.c.name).where(db_fields.c.db_id == db_id)).scalars())
+
+
+def delete_field(conn: Connection, db_id: int, name: str) -> None:
+    conn.execute(delete(db_fields).where(db_fields.c.db_id == db_id, db_fields.c.name == name))
+
+
+def other_active_program(conn: Connection, db_id: int, program_id: int) -> int | None:
+    return conn.execute(
+        select(programs.c.id).where(
+            programs.c.db_id == db_id, programs.c.status == "active", programs.c.id != program_id
+        )
+    ).scalar()
+
+
+def currency_keys(conn: Connection, program_id: int) -> dict[int, str]:
+    rows = conn.execute(
+        select(currencies.c.iid, currencies.c.status).where(currencies.c.program_id == program_id)
+    )
+    return {r.iid: r.status for r in rows}
+
+
+def promotion_ids(conn: Connection, program_id: int) -> dict[int, bool]:
+    rows = conn.execute(select(promotions.c.id, promotions.c.is_active).where(promotions.c.program_id == program_id))
+    return {r.id: bool(r.is_active) for r in rows}
+
+
+def promotion_owner(conn: Connection, promotion_id: int) -> int | None:
+    return conn.execute(select(promotions.c.program_id).where(promotions.c.id == promotion_id)).scalar()
+
+
+def replace_promotion_rules(conn: Connection, promotion_id: int, rules: list[dict[str, Any]]) -> bool:
+    """Make the rule rows equal `rules`; return whether anything changed."""
+    current = [
+        dict(r)
+        for r in conn.execute(
+            select(promotion_rules).where(promotion_rules.c.promotion_id == promotion_id)
+        ).mappings()
+    ]
+    key = lambda r: (r["side"], r["currency_iid"])  # noqa: E731
+    wanted = [{"promotion_id": promotion_id, **r} for r in rules]
+    if sorted(current, key=key) == sorted(wanted, key=key):
+        return False
+    conn.execute(delete(promotion_rules).where(promotion_rules.c.promotion_id == promotion_id))
+    if wanted:
+        conn.execute(insert(promotion_rules), wanted)
+    return True
+
+
+def tier_group_owner(conn: Connection, group_id: int) -> int | None:
+    return conn.execute(select(tier_groups.c.program_id).where(tier_groups.c.id == group_id)).scalar()
+
+
+def tier_group_ids(conn: Connection, program_id: int) -> dict[int, str]:
+    rows = conn.execute(select(tier_groups.c.id, tier_groups.c.status).where(tier_groups.c.program_id == program_id))
+    return {r.id: r.status for r in rows}
+
+
+def tier_owner(conn: Connection, tier_id: int) -> int | None:
+    return conn.execute(select(tiers.c.group_id).where(tiers.c.id == tier_id)).scalar()
+
+
+def tier_ids(conn: Connection, group_id: int) -> dict[int, str]:
+    rows = conn.execute(select(tiers.c.id, tiers.c.status).where(tiers.c.group_id == group_id))
+    return {r.id: r.status for r in rows}
+
+
+def set_status(conn: Connection, table: Any, keys: dict[str, Any], **values: Any) -> None:
+    conn.execute(update(table).where(*[table.c[k] == v for k, v in keys.items()]).values(**values))
+
+
+def max_id(conn: Connection, table: Any, column: str = "id") -> int:
+    from sqlalchemy import func
+
+    return conn.execute(select(func.coalesce(func.max(table.c[column]), 0))).scalar_one()
+
+
+def find_id(conn: Connection, table: Any, **where: Any) -> int | None:
+    return conn.execute(select(table.c.id).where(*[table.c[k] == v for k, v in where.items()])).scalar()

@@ -1,0 +1,336 @@
+"""SQL for the ledger: accounts (locked per member), lots, transactions, consumptions and postings.
+
+Locking: on PostgreSQL `lock_account` takes the account row FOR UPDATE; callers lock a member's accounts in
+ascending currency order so two operations never deadlock. On SQLite the single writer connection with
+BEGIN IMMEDIATE already serialises writers, so the plain SELECT is enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from loyalty.domain.model import Account, Lot, Txn
+from loyalty.storage.tables import accounts, consumptions, lots, postings, transactions
+
+_TXN_FIELDS = [f.name for f in fields(Txn)]
+
+
+def _account(row: Any) -> Account:
+    return Account(
+        row.program_id, row.profile_id, row.currency_iid, row.active, row.pending, row.held, row.temp_accrued,
+        row.debt, row.next_event_at, row.version,
+    )
+
+
+def _account_where(program_id: int, profile_id: str, currency_iid: int) -> Any:
+    return and_(
+        accounts.c.program_id == program_id,
+        accounts.c.profile_id == profile_id,
+        accounts.c.currency_iid == currency_iid,
+    )
+
+
+def read_account(conn: Connection, program_id: int, profile_id: str, currency_iid: int) -> Account | None:
+    row = conn.execute(select(accounts).where(_account_where(program_id, profile_id, currency_iid))).first()
+    return _account(row) if row else None
+
+
+def lock_account(conn: Connection, program_id: int, profile_id: str, currency_iid: int) -> Account:
+    """Return the account locked for this transaction, creating it on first use."""
+    stmt = select(accounts).where(_account_where(program_id, profile_id, currency_iid))
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is not None:
+        return _account(row)
+    # A concurrent creator makes this insert fail; the unit of work retries and the SELECT then finds the row.
+    conn.execute(insert(accounts).values(program_id=program_id, profile_id=profile_id, currency_iid=currency_iid))
+    return Account(program_id, profile_id, currency_iid)
+
+
+def save_account(conn: Connection, a: Account) -> None:
+    conn.execute(
+        update(accounts)
+        .where(_account_where(a.program_id, a.profile_id, a.currency_iid))
+        .values(
+            active=a.active, pending=a.pending, held=a.held, temp_accrued=a.temp_accrued, debt=a.debt,
+            next_event_at=a.next_event_at, version=a.version + 1,
+        )
+    )
+
+
+def member_accounts(conn: Connection, program_id: int, profile_id: str) -> list[Account]:
+    rows = conn.execute(
+        select(accounts)
+        .where(accounts.c.program_id == program_id, accounts.c.profile_id == profile_id)
+        .order_by(accounts.c.currency_iid)
+    )
+    return [_account(r) for r in rows]
+
+
+# --- transactions -------------------------------------------------------------------------------------------
+
+def _txn(row: Any) -> Txn:
+    return Txn(**{name: getattr(row, name) for name in _TXN_FIELDS})
+
+
+def insert_txn(conn: Connection, t: Txn) -> None:
+    conn.execute(insert(transactions).values(**asdict(t)))
+
+
+def update_txn(conn: Connection, txn_id: str, **values: Any) -> None:
+    conn.execute(update(transactions).where(transactions.c.id == txn_id).values(**values))
+
+
+def get_txn(conn: Connection, txn_id: str) -> Txn | None:
+    row = conn.execute(select(transactions).where(transactions.c.id == txn_id)).first()
+    return _txn(row) if row else None
+
+
+def txn_by_eid(conn: Connection, program_id: int, eid: str) -> Txn | None:
+    row = conn.execute(
+        select(transactions).where(transactions.c.program_id == program_id, transactions.c.eid == eid)
+    ).first()
+    return _txn(row) if row else None
+
+
+def txns_by_eid(conn: Connection, eid: str, program_ids: list[int] | None) -> list[Txn]:
+    stmt = select(transactions).where(transactions.c.eid == eid).limit(10)
+    if program_ids is not None:
+        stmt = stmt.where(transactions.c.program_id.in_(program_ids))
+    return [_txn(r) for r in conn.execute(stmt)]
+
+
+def due_temp_txns(conn: Connection, a: Account, now: datetime) -> list[Txn]:
+    rows = conn.execute(
+        select(transactions)
+        .where(
+            transactions.c.program_id == a.program_id,
+            transactions.c.profile_id == a.profile_id,
+            transactions.c.currency_iid == a.currency_iid,
+            transactions.c.status == "temp",
+            transactions.c.deadline_at <= now,
+        )
+        .order_by(transactions.c.deadline_at)
+    )
+    return [_txn(r) for r in rows]
+
+
+def open_temp_txns(conn: Connection, program_id: int, profile_id: str, currency_iid: int) -> list[Txn]:
+    rows = conn.execute(
+        select(transactions).where(
+            transactions.c.program_id == program_id,
+            transactions.c.profile_id == profile_id,
+            transactions.c.currency_iid == currency_iid,
+            transactions.c.status == "temp",
+        )
+    )
+    return [_txn(r) for r in rows]
+
+
+def accounts_with_due_events(conn: Connection, now: datetime, limit: int) -> list[tuple[int, str, int]]:
+    """Accounts whose next time-dependent event has passed (for the background sweeper)."""
+    rows = conn.execute(
+        select(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid)
+        .where(accounts.c.next_event_at <= now)
+        .order_by(accounts.c.next_event_at)
+        .limit(limit)
+    )
+    return [(r.program_id, r.profile_id, r.currency_iid) for r in rows]
+
+
+# --- lots ---------------------------------------------------------------------------------------------------
+
+def _lot(row: Any) -> Lot:
+    return Lot(
+        row.id, row.original, row.remaining, row.held, row.expired, row.activates_at, row.expires_at,
+        bool(row.is_active), bool(row.cancelled), row.created_at,
+    )
+
+
+def _lots_of(a: Account) -> Any:
+    return and_(
+        lots.c.program_id == a.program_id, lots.c.profile_id == a.profile_id, lots.c.currency_iid == a.currency_iid
+    )
+
+
+def insert_lot(conn: Connection, a: Account, lot: Lot) -> None:
+    conn.execute(
+        insert(lots).values(
+            id=lot.id, program_id=a.program_id, profile_id=a.profile_id, currency_iid=a.currency_iid,
+            original=lot.original, remaining=lot.remaining, held=lot.held, expired=lot.expired,
+            activates_at=lot.activates_at, expires_at=lot.expires_at, is_active=lot.is_active,
+            cancelled=lot.cancelled, created_at=lot.created_at,
+        )
+    )
+
+
+def save_lot(conn: Connection, lot: Lot) -> None:
+    conn.execute(
+        update(lots)
+        .where(lots.c.id == lot.id)
+        .values(remaining=lot.remaining, held=lot.held, expired=lot.expired, is_active=lot.is_active,
+                cancelled=lot.cancelled)
+    )
+
+
+def get_lot(conn: Connection, lot_id: str) -> Lot | None:
+    row = conn.execute(select(lots).where(lots.c.id == lot_id)).first()
+    return _lot(row) if row else None
+
+
+def spendable_lots(conn: Connection, a: Account, now: datetime, batch: int = 64) -> Iterator[Lot]:
+    """Active, unexpired lots with points left, in consumption order, fetched in batches."""
+    base = (
+        select(lots)
+        .where(_lots_of(a), lots.c.remaining > 0, lots.c.is_active.is_(True),
+               or_(lots.c.expires_at.is_(None), lots.c.expires_at > now))
+        .order_by(lots.c.expires_at.is_(None), lots.c.expires_at, lots.c.created_at, lots.c.id)
+    )
+    offset = 0
+    while True:
+        chunk = [_lot(r) for r in conn.execute(base.limit(batch).offset(offset))]
+        yield from chunk
+        if len(chunk) < batch:
+            return
+        offset += batch
+
+
+def lots_to_expire(conn: Connection, a: Account, now: datetime) -> list[Lot]:
+    rows = conn.execute(select(lots).where(_lots_of(a), lots.c.remaining > 0, lots.c.expires_at <= now))
+    return [_lot(r) for r in rows]
+
+
+def lots_to_activate(conn: Connection, a: Account, now: datetime) -> list[Lot]:
+    rows = conn.execute(
+        select(lots).where(_lots_of(a), lots.c.remaining > 0, lots.c.is_active.is_(False),
+                           lots.c.activates_at <= now)
+    )
+    return [_lot(r) for r in rows]
+
+
+def lots_with_points(conn: Connection, a: Account) -> list[Lot]:
+    return [_lot(r) for r in conn.execute(select(lots).where(_lots_of(a), lots.c.remaining > 0))]
+
+
+def next_event(conn: Connection, a: Account) -> datetime | None:
+    """The earliest future activation, expiration or temp deadline of the account."""
+    open_lots = and_(_lots_of(a), lots.c.remaining > 0)
+    candidates = [
+        conn.execute(select(func.min(lots.c.expires_at)).where(open_lots)).scalar(),
+        conn.execute(select(func.min(lots.c.activates_at)).where(open_lots, lots.c.is_active.is_(False))).scalar(),
+        conn.execute(
+            select(func.min(transactions.c.deadline_at)).where(
+                transactions.c.program_id == a.program_id,
+                transactions.c.profile_id == a.profile_id,
+                transactions.c.currency_iid == a.currency_iid,
+                transactions.c.status == "temp",
+            )
+        ).scalar(),
+    ]
+    from loyalty.storage.types import UtcMicros
+
+    decode = UtcMicros().process_result_value
+    present = [decode(c, None) if isinstance(c, int) else c for c in candidates if c is not None]
+    return min(present) if present else None
+
+
+# --- consumptions and postings -----------------------------------------------------------------------------
+
+def insert_consumptions(conn: Connection, a: Account, txn_id: str, taken: list[tuple[str, int]]) -> None:
+    if taken:
+        conn.execute(
+            insert(consumptions),
+            [
+                {"transaction_id": txn_id, "lot_id": lot_id, "program_id": a.program_id,
+                 "profile_id": a.profile_id, "amount": amount}
+                for lot_id, amount in taken
+            ],
+        )
+
+
+def consumptions_of(conn: Connection, txn_id: str) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        select(consumptions.c.lot_id, consumptions.c.amount).where(consumptions.c.transaction_id == txn_id)
+    )
+    return [(r.lot_id, r.amount) for r in rows]
+
+
+def insert_postings(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(postings), rows)
+
+
+def journal_sums(conn: Connection, a: Account) -> dict[str, int]:
+    row = conn.execute(
+        select(
+            func.coalesce(func.sum(postings.c.d_active), 0).label("active"),
+            func.coalesce(func.sum(postings.c.d_pending), 0).label("pending"),
+            func.coalesce(func.sum(postings.c.d_held), 0).label("held"),
+            func.coalesce(func.sum(postings.c.d_temp), 0).label("temp_accrued"),
+            func.coalesce(func.sum(postings.c.d_debt), 0).label("debt"),
+        ).where(
+            postings.c.program_id == a.program_id,
+            postings.c.profile_id == a.profile_id,
+            postings.c.currency_iid == a.currency_iid,
+        )
+    ).first()
+    assert row is not None
+    return {k: int(v) for k, v in row._mapping.items()}
+
+
+def all_accounts(conn: Connection, program_id: int | None = None) -> list[Account]:
+    stmt = select(accounts).order_by(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid)
+    if program_id is not None:
+        stmt = stmt.where(accounts.c.program_id == program_id)
+    return [_account(r) for r in conn.execute(stmt)]
+
+
+def held_by_open_holds(conn: Connection, a: Account) -> int:
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(transactions.c.amount), 0)).where(
+                transactions.c.program_id == a.program_id,
+                transactions.c.profile_id == a.profile_id,
+                transactions.c.currency_iid == a.currency_iid,
+                transactions.c.status == "temp",
+                transactions.c.type.in_(("redemption", "order_redemption")),
+            )
+        ).scalar_one()
+    )
+
+
+def temp_accrued_open(conn: Connection, a: Account) -> int:
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(transactions.c.amount), 0)).where(
+                transactions.c.program_id == a.program_id,
+                transactions.c.profile_id == a.profile_id,
+                transactions.c.currency_iid == a.currency_iid,
+                transactions.c.status == "temp",
+                transactions.c.type.in_(("accrual", "order_accrual")),
+            )
+        ).scalar_one()
+    )
+
+
+def lot_sums(conn: Connection, a: Account) -> dict[str, int]:
+    """Σ remaining of active and pending lots, Σ held, and the count of lots out of bounds."""
+    from sqlalchemy import case
+
+    row = conn.execute(
+        select(
+            func.coalesce(func.sum(case((lots.c.is_active.is_(True), lots.c.remaining), else_=0)), 0),
+            func.coalesce(func.sum(case((lots.c.is_active.is_(False), lots.c.remaining), else_=0)), 0),
+            func.coalesce(func.sum(lots.c.held), 0),
+            func.coalesce(func.sum(case((or_(lots.c.remaining < 0, lots.c.remaining > lots.c.original,
+                                             lots.c.held < 0), 1), else_=0)), 0),
+        ).where(_lots_of(a))
+    ).first()
+    assert row is not None
+    return {"active": int(row[0]), "pending": int(row[1]), "held": int(row[2]), "bad_lots": int(row[3])}

@@ -1,0 +1,41 @@
+"""SQL for memberships."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select, update
+
+from loyalty.domain.model import Member
+from loyalty.storage.tables import members
+
+
+def get(conn: Connection, program_id: int, profile_id: str, lock: bool = False) -> Member | None:
+    stmt = select(members).where(members.c.program_id == program_id, members.c.profile_id == profile_id)
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return Member(row.program_id, row.profile_id, row.status, row.registered_at, row.first_registered_at)
+
+
+def insert_member(conn: Connection, program_id: int, profile_id: str, at: datetime) -> None:
+    conn.execute(
+        insert(members).values(
+            program_id=program_id, profile_id=profile_id, status="active", registered_at=at, first_registered_at=at
+        )
+    )
+
+
+def set_status(conn: Connection, program_id: int, profile_id: str, status: str, at: datetime) -> None:
+    values: dict[str, object] = {"status": status}
+    if status == "active":
+        values.update(registered_at=at, removed_at=None)
+    else:
+        values["removed_at"] = at
+    conn.execute(
+        update(members)
+        .where(members.c.program_id == program_id, members.c.profile_id == profile_id)
+        .values(**values)
+    )

@@ -1,0 +1,80 @@
+"""The unit of work: every use case runs its store work through `Store.write` or `Store.read`.
+
+`write` runs a function in one store transaction and retries it, with bounded jittered backoff, when the store
+says the transaction lost a race (serialization failure, deadlock, busy, a unique key taken by a concurrent
+writer). The function must therefore be safe to run again: it only reads and writes through the connection.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from loyalty.domain.errors import Unavailable
+from loyalty.storage.engine import Engines, make_engines
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 8
+_RETRY_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True  # a concurrent writer took the key first; the retry reads what it wrote
+    code = getattr(exc.orig, "sqlstate", None)
+    if code in _RETRY_SQLSTATES:
+        return True
+    text = str(exc.orig).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def _is_unreachable(exc: DBAPIError) -> bool:
+    return isinstance(exc, OperationalError) and (
+        exc.connection_invalidated or "connection" in str(exc.orig).lower()
+    )
+
+
+class Store:
+    def __init__(self, engines: Engines):
+        self.engines = engines
+
+    @classmethod
+    def from_url(cls, url: str | None, pool_size: int = 10) -> Store:
+        return cls(make_engines(url, pool_size))
+
+    @property
+    def dialect(self) -> str:
+        return self.engines.dialect
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        last: Exception | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                with self.engines.writer.begin() as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                last = exc
+                if _is_unreachable(exc) and not _is_retryable(exc):
+                    raise Unavailable("The store is unreachable; retry later") from exc
+                if not _is_retryable(exc) or attempt == MAX_ATTEMPTS - 1:
+                    raise
+                time.sleep(min(0.2, 0.002 * 2**attempt) * random.uniform(0.5, 1.5))
+        raise Unavailable("The store stayed busy; retry later") from last
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        try:
+            with self.engines.reader.begin() as conn:
+                return work(conn)
+        except OperationalError as exc:
+            if _is_unreachable(exc):
+                raise Unavailable("The store is unreachable; retry later") from exc
+            raise
+
+    def dispose(self) -> None:
+        self.engines.dispose()
