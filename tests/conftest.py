@@ -28,7 +28,7 @@ from loyalty.storage.uow import Store
 from tests.helpers import ApiClient
 
 PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-PG_TEST_DB = "loyalty_test"
+PG_TEST_DB = os.environ.get("LOYALTY_TEST_PG_DB", "loyalty_test")
 START = datetime(2025, 1, 15, 12, 0, 0, tzinfo=UTC)
 STORES = ["sqlite", "postgresql"]
 
