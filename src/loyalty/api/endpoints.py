@@ -20,16 +20,20 @@ from starlette.concurrency import run_in_threadpool
 from loyalty.api import wire
 from loyalty.api.auth import Authenticator
 from loyalty.domain.errors import LoyaltyError
-from loyalty.services import ledger, members, profiles
+from loyalty.services import history, ledger, members, profiles, promotions, tiers
 from loyalty.services.commands import (
     AccrueCmd,
     BalanceCmd,
     DeleteCmd,
+    ExpiringCmd,
+    HistoryCmd,
     ProfileAddCmd,
     ProfileGetCmd,
     ProfileImportCmd,
+    PromotionsCmd,
     RedeemCmd,
     RegisterCmd,
+    TiersCmd,
     TxnRefCmd,
 )
 from loyalty.services.runtime import Runtime
@@ -66,6 +70,15 @@ def _balance(rt: Runtime, p: Principal, cmd: BalanceCmd) -> dict[str, Any]:
                      "held_balance": b.held, "temp_accrued_balance": b.temp_accrued}}
 
 
+def _history(rt: Runtime, p: Principal, cmd: HistoryCmd) -> dict[str, Any]:
+    page = history.transactions(rt, p, cmd)
+    return {"data": page.items, "next_from_id": page.next_from_id, "total_count": page.total_count}
+
+
+def _expiring(rt: Runtime, p: Principal, cmd: ExpiringCmd) -> dict[str, Any]:
+    return {"data": {"expiring_points": history.expiring_points(rt, p, cmd)}}
+
+
 def _profile_add(rt: Runtime, p: Principal, cmd: ProfileAddCmd) -> dict[str, Any]:
     return {"profile_id": profiles.add(rt, p, cmd.db_id, cmd.data)}
 
@@ -97,6 +110,11 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("loyalty/cancel_transaction", TxnRefCmd, lambda rt, p, c: _txn(ledger.cancel(rt, p, c)),
              "Cancel a transaction"),
     Endpoint("loyalty/account/balance", BalanceCmd, _balance, "Balances of a member's account"),
+    Endpoint("loyalty/account/transactions", HistoryCmd, _history, "A member's transaction history"),
+    Endpoint("loyalty/account/expiring_points", ExpiringCmd, _expiring, "Points expiring in a period"),
+    Endpoint("loyalty/account/tiers", TiersCmd, lambda rt, p, c: tiers.render(tiers.account_tiers(rt, p, c)),
+             "Tiers the member has reached in a group"),
+    Endpoint("loyalty/trigger_promotions", PromotionsCmd, promotions.list_promotions, "List trigger promotions"),
     Endpoint("profiles/add", ProfileAddCmd, _profile_add, "Create a profile"),
     Endpoint("profiles/import", ProfileImportCmd, _profile_import(create=True), "Update or create a profile"),
     Endpoint("profiles/update", ProfileImportCmd, _profile_import(create=False), "Update a profile"),

@@ -87,6 +87,8 @@ class Account:
     temp_accrued: int = 0
     debt: int = 0
     next_event_at: datetime | None = None
+    txn_count: int = 0
+    earned: int = 0
     version: int = 0
 
     @property

@@ -7,6 +7,9 @@ import threading
 
 from loyalty.services.runtime import Runtime
 from loyalty.services.sweeper import sweep_all
+from loyalty.services.tiers import reevaluate_period_groups
+
+TIER_PERIOD_SECONDS = 24 * 3600
 
 log = logging.getLogger("loyalty.jobs")
 
@@ -16,6 +19,7 @@ class JobRunner:
         self.rt = rt
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_tier_run: float | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="loyalty-jobs", daemon=True)
@@ -34,3 +38,18 @@ class JobRunner:
                     log.info("settled %d accounts with due events", n)
             except Exception:  # a failed sweep is retried next period; reads stay correct meanwhile
                 log.exception("sweep failed")
+            self._daily_tiers()
+
+    def _daily_tiers(self) -> None:
+        import time
+
+        now = time.monotonic()
+        if self._last_tier_run is not None and now - self._last_tier_run < TIER_PERIOD_SECONDS:
+            return
+        self._last_tier_run = now
+        try:
+            changed = reevaluate_period_groups(self.rt)
+            if changed:
+                log.info("period tier groups: %d members moved", changed)
+        except Exception:
+            log.exception("period tier re-evaluation failed")

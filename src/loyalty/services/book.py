@@ -31,6 +31,7 @@ class Book:
         self.now = now
         self._postings: list[dict[str, Any]] = []
         self._dirty = False
+        self.earned_changed = False
 
     @classmethod
     def open(cls, conn: Connection, program_id: int, profile_id: str, currency: Currency, now: datetime) -> Book:
@@ -61,7 +62,19 @@ class Book:
             self.a.next_event_at = moment
             self._dirty = True
 
+    def _earn(self, amount: int) -> None:
+        self.a.earned += amount
+        self.earned_changed = True
+        self._dirty = True
+
     def finish(self) -> None:
+        if self.earned_changed:
+            # Tier membership follows qualification points in the same store transaction.
+            from loyalty.services import tiers
+
+            tiers.evaluate_member(self.conn, self.a.program_id, self.a.profile_id, self.now,
+                                  currency_iid=self.a.currency_iid, earned=self.a.earned)
+            self.earned_changed = False
         if self._dirty:
             ledger_repo.save_account(self.conn, self.a)
             ledger_repo.insert_postings(self.conn, self._postings)
@@ -114,12 +127,15 @@ class Book:
 
     def record(self, txn: Txn) -> None:
         ledger_repo.insert_txn(self.conn, txn)
+        self.a.txn_count += 1
+        self._dirty = True
 
     def add_lot(self, txn_id: str, amount: int, activates_at: datetime, expires_at: datetime | None) -> Lot:
         """Credit `amount` as a new lot; pending until `activates_at`. Active points pay debt first."""
         is_active = activates_at <= self.now
         lot = Lot(txn_id, amount, amount, 0, 0, activates_at, expires_at, is_active, False, self.now)
         ledger_repo.insert_lot(self.conn, self.a, lot)
+        self._earn(amount)
         if is_active:
             self._post(txn_id, "accrual", active=amount)
             self.pay_debt()
@@ -199,6 +215,7 @@ class Book:
         lot.remaining = 0
         lot.cancelled = True
         ledger_repo.save_lot(self.conn, lot)
+        self._earn(-lot.original)
         if lot.is_active:
             self._post(txn_id, "cancel", active=-remaining)
         else:

@@ -100,3 +100,24 @@ class ProfileGetCmd(Params):
     profile_id: str | None = None
     field_name: str | None = None
     field_value: str | int | None = None
+
+
+class TiersCmd(MemberParams):
+    tiers_group_id: int
+
+
+class HistoryCmd(MemberParams, CurrencyParams):
+    from_id: str | None = None
+    limit: int = 20
+
+
+class ExpiringCmd(MemberParams, CurrencyParams):
+    date_from: str
+    date_to: str
+
+
+class PromotionsCmd(Params):
+    loyalty_program_id: int | None = None
+    from_id: int = 0
+    limit: int = 20
+    is_active: bool | None = None

@@ -29,6 +29,8 @@ from loyalty.domain.errors import (
 from loyalty.domain.ledger_rules import check_cancel, check_commit, check_rollback
 from loyalty.domain.model import Currency, Program, Txn
 from loyalty.domain.points import format_amount, parse_amount
+from loyalty.domain.promotions import Promotion, amount_under_rule
+from loyalty.services import promotions
 from loyalty.services.book import Book
 from loyalty.services.ids import new_txn_id
 from loyalty.services.json_values import dumps_canonical
@@ -91,11 +93,21 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
     currency = target.currency
     if kind == "redemption" and not currency.spendable:
         raise InvalidParameter("points_currency", f"{currency.eid} is a qualification currency and cannot be spent")
-    if cmd.promotion_id is not None:
-        raise InvalidParameter("promotion_id", "trigger promotions are not available yet")
-    if cmd.amount is None:
+    requested = parse_amount(cmd.amount, currency.precision) if cmd.amount is not None else None
+    promo: Promotion | None = None
+    if cmd.promotion_id:
+        ref = cmd.promotion_id
+        promo = rt.store.read(lambda conn: promotions.resolve(conn, target.program.id, ref))
+        promo.check_running(now)
+        side = "accrual" if kind == "accrual" else "redeem"
+        rule = promo.rule(side, currency.iid)
+        if rule is None:
+            raise InvalidParameter("promotion_id", f"promotion {promo.id} has no {side} rule for {currency.eid}")
+        amount = amount_under_rule(rule, requested, currency.precision)
+    elif requested is None:
         raise MissingParameter("amount")
-    amount = parse_amount(cmd.amount, currency.precision)
+    else:
+        amount = requested
     created_at = parse_datetime(cmd.created_at, "created_at") if cmd.created_at else now
     activation = expiration = None
     if isinstance(cmd, AccrueCmd):
@@ -120,6 +132,8 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
             if first is not None:
                 return _replay(first, payload_hash, currency)
         book.settle()
+        if promo is not None:
+            promotions.check_limits(conn, promo, target.program.id, target.profile_id, book.now)
         txn = Txn(
             id=new_txn_id(), program_id=target.program.id, profile_id=target.profile_id, currency_iid=currency.iid,
             eid=cmd.transaction_eid, type=kind, status="temp" if cmd.is_temp else "committed", amount=amount,
@@ -128,6 +142,10 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
             expiration_date=expiration, external_data=external, payload_hash=payload_hash,
             deadline_at=book.now + timedelta(seconds=timeout) if timeout else None,
         )
+        if promo is not None:
+            txn.promo_iid = txn.source_iid = promo.id
+            txn.promo_eid = txn.source_eid = promo.external_id
+            txn.source_type = "promotion"
         if kind == "accrual":
             _apply_accrual(book, txn)
         else:
@@ -149,11 +167,13 @@ def _apply_accrual(book: Book, txn: Txn) -> None:
 
 
 def _credit(book: Book, txn: Txn) -> None:
-    """Turn a committed credit into its lot, with the request's dates or the currency's lifetime."""
+    """Turn a committed credit into its lot, with the request's dates or the currency's lifetime; the
+    transaction records the effective dates so history shows when its points activate and expire."""
     activation = txn.activation_date or book.now
     c = book.currency
     expiry = txn.expiration_date or lifetime_expiry(c.lifetime_kind, c.lifetime_n, max(activation, book.now))
     book.add_lot(txn.id, txn.amount, activation, expiry)
+    txn.activation_date, txn.expiration_date = activation, expiry
 
 
 def _apply_redemption(book: Book, txn: Txn) -> None:
@@ -207,7 +227,8 @@ def _do_commit(book: Book, txn: Txn) -> None:
     else:
         book._post(txn.id, "commit", temp=-txn.amount)
         _credit(book, txn)
-    ledger_repo.update_txn(book.conn, txn.id, status="committed", resolved_at=book.now)
+    ledger_repo.update_txn(book.conn, txn.id, status="committed", resolved_at=book.now,
+                           activation_date=txn.activation_date, expiration_date=txn.expiration_date)
 
 
 def _do_rollback(book: Book, txn: Txn) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 from loyalty.domain.dates import lifetime_expiry, parse_datetime
 from loyalty.domain.errors import InvalidParameter, NotAMember
 from loyalty.domain.model import Txn
+from loyalty.services import tiers
 from loyalty.services.book import Book
 from loyalty.services.commands import DeleteCmd, RegisterCmd
 from loyalty.services.ids import new_txn_id
@@ -36,6 +37,7 @@ def register(rt: Runtime, principal: Principal, cmd: RegisterCmd) -> str:
         if member is not None:
             if member.status != "active":
                 members_repo.set_status(conn, program_id, profile_id, "active", registered_at)
+                tiers.evaluate_member(conn, program_id, profile_id, rt.clock.now())
             return profile_id
         members_repo.insert_member(conn, program_id, profile_id, registered_at)
         for currency in catalog_repo.program_currencies(conn, program_id):
@@ -51,9 +53,11 @@ def register(rt: Runtime, principal: Principal, cmd: RegisterCmd) -> str:
             expiry = lifetime_expiry(currency.lifetime_kind, currency.lifetime_n, book.now)
             book.add_lot(txn.id, txn.amount, book.now, expiry)
             txn.balance_after = book.a.active
-            txn.expiration_date = expiry
+            txn.activation_date, txn.expiration_date = book.now, expiry
             book.record(txn)
             book.finish()
+        # Tiers with threshold 0 are reached at registration.
+        tiers.evaluate_member(conn, program_id, profile_id, rt.clock.now())
         return profile_id
 
     return rt.store.write(work)

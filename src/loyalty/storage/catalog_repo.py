@@ -180,3 +180,9 @@ def max_id(conn: Connection, table: Any, column: str = "id") -> int:
 
 def find_id(conn: Connection, table: Any, **where: Any) -> int | None:
     return conn.execute(select(table.c.id).where(*[table.c[k] == v for k, v in where.items()])).scalar()
+
+
+def all_currencies(conn: Connection, program_id: int) -> list[Currency]:
+    """Every currency of the program, archived ones included (history and rules may name them)."""
+    rows = conn.execute(select(currencies).where(currencies.c.program_id == program_id).order_by(currencies.c.iid))
+    return [_currency(r) for r in rows]

@@ -23,7 +23,7 @@ _TXN_FIELDS = [f.name for f in fields(Txn)]
 def _account(row: Any) -> Account:
     return Account(
         row.program_id, row.profile_id, row.currency_iid, row.active, row.pending, row.held, row.temp_accrued,
-        row.debt, row.next_event_at, row.version,
+        row.debt, row.next_event_at, row.txn_count, row.earned, row.version,
     )
 
 
@@ -59,7 +59,7 @@ def save_account(conn: Connection, a: Account) -> None:
         .where(_account_where(a.program_id, a.profile_id, a.currency_iid))
         .values(
             active=a.active, pending=a.pending, held=a.held, temp_accrued=a.temp_accrued, debt=a.debt,
-            next_event_at=a.next_event_at, version=a.version + 1,
+            next_event_at=a.next_event_at, txn_count=a.txn_count, earned=a.earned, version=a.version + 1,
         )
     )
 
@@ -334,3 +334,26 @@ def lot_sums(conn: Connection, a: Account) -> dict[str, int]:
     ).first()
     assert row is not None
     return {"active": int(row[0]), "pending": int(row[1]), "held": int(row[2]), "bad_lots": int(row[3])}
+
+
+def history_page(conn: Connection, a_program: int, profile_id: str, currency_iid: int, after_id: str | None,
+                 limit: int) -> list[Txn]:
+    """One page of an account's history, oldest first, strictly after `after_id` (index-backed keyset)."""
+    stmt = select(transactions).where(
+        transactions.c.program_id == a_program,
+        transactions.c.profile_id == profile_id,
+        transactions.c.currency_iid == currency_iid,
+    )
+    if after_id is not None:
+        stmt = stmt.where(transactions.c.id > after_id)
+    stmt = stmt.order_by(transactions.c.id).limit(limit)
+    return [_txn(r) for r in conn.execute(stmt)]
+
+
+def expiring_sum(conn: Connection, a: Account, date_from: datetime, date_to: datetime) -> int:
+    value = conn.execute(
+        select(func.coalesce(func.sum(lots.c.remaining), 0)).where(
+            _lots_of(a), lots.c.remaining > 0, lots.c.expires_at >= date_from, lots.c.expires_at <= date_to
+        )
+    ).scalar_one()
+    return int(value)

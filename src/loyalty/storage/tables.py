@@ -193,6 +193,17 @@ members = Table(
     CheckConstraint("status IN ('active','removed')", name="status"),
 )
 
+# The tiers a member has reached in a tier group, lowest first; the highest is the current tier.
+member_tiers = Table(
+    "member_tiers",
+    metadata,
+    Column("program_id", Integer, primary_key=True),
+    Column("profile_id", String(24), primary_key=True),
+    Column("group_id", Integer, primary_key=True, autoincrement=False),
+    Column("tier_id", Integer, primary_key=True, autoincrement=False),
+    Column("reached_at", UtcMicros, nullable=False),
+)
+
 accounts = Table(
     "accounts",
     metadata,
@@ -207,6 +218,10 @@ accounts = Table(
     # Earliest instant at which a lot activates or expires or a temp deadline passes; reads settle the account
     # first when it has passed, so time-dependent effects are right without scanning history.
     Column("next_event_at", UtcMicros),
+    # Counters kept with the balances so reads never scan history: rows in the account's history, and
+    # qualification points ever earned (committed credits minus cancelled ones) for cumulative tiers.
+    Column("txn_count", BigInteger, nullable=False, server_default="0"),
+    Column("earned", BigInteger, nullable=False, server_default="0"),
     Column("version", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("pending >= 0 AND held >= 0 AND temp_accrued >= 0 AND debt >= 0", name="nonneg"),
 )
@@ -287,6 +302,7 @@ Index(
     postgresql_where=text("status = 'temp'"),
 )
 Index("ix_transactions_eid", transactions.c.eid)
+Index("ix_transactions_promo", transactions.c.promo_iid, transactions.c.recorded_at)
 
 # What a redemption (or a cancel's clawback) took from each lot, so that it can be put back exactly.
 consumptions = Table(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 09:51:34.526318
+Create Date: 2026-11-26 10:01:41.408817
 """
 
 from alembic import op
@@ -28,6 +28,8 @@ def upgrade() -> None:
     sa.Column('temp_accrued', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('debt', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('next_event_at', loyalty.storage.types.UtcMicros(), nullable=True),
+    sa.Column('txn_count', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('earned', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('version', sa.BigInteger(), server_default='0', nullable=False),
     sa.CheckConstraint('pending >= 0 AND held >= 0 AND temp_accrued >= 0 AND debt >= 0', name=op.f('ck_accounts_nonneg')),
     sa.PrimaryKeyConstraint('program_id', 'profile_id', 'currency_iid', name=op.f('pk_accounts'))
@@ -72,6 +74,14 @@ def upgrade() -> None:
         batch_op.create_index('ix_lots_account_created', ['program_id', 'profile_id', 'currency_iid', 'created_at'], unique=False)
         batch_op.create_index('ix_lots_open', ['program_id', 'profile_id', 'currency_iid', 'expires_at'], unique=False, sqlite_where=sa.text('remaining > 0'), postgresql_where=sa.text('remaining > 0'))
 
+    op.create_table('member_tiers',
+    sa.Column('program_id', sa.Integer(), nullable=False),
+    sa.Column('profile_id', sa.String(length=24), nullable=False),
+    sa.Column('group_id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('tier_id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('reached_at', loyalty.storage.types.UtcMicros(), nullable=False),
+    sa.PrimaryKeyConstraint('program_id', 'profile_id', 'group_id', 'tier_id', name=op.f('pk_member_tiers'))
+    )
     op.create_table('postings',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('program_id', sa.Integer(), nullable=False),
@@ -138,6 +148,7 @@ def upgrade() -> None:
     with op.batch_alter_table('transactions', schema=None) as batch_op:
         batch_op.create_index('ix_transactions_eid', ['eid'], unique=False)
         batch_op.create_index('ix_transactions_history', ['program_id', 'profile_id', 'currency_iid', 'id'], unique=False)
+        batch_op.create_index('ix_transactions_promo', ['promo_iid', 'recorded_at'], unique=False)
         batch_op.create_index('ix_transactions_temp_deadline', ['deadline_at'], unique=False, sqlite_where=sa.text("status = 'temp'"), postgresql_where=sa.text("status = 'temp'"))
 
     op.create_table('db_fields',
@@ -309,6 +320,7 @@ def downgrade() -> None:
     op.drop_table('db_fields')
     with op.batch_alter_table('transactions', schema=None) as batch_op:
         batch_op.drop_index('ix_transactions_temp_deadline', sqlite_where=sa.text("status = 'temp'"), postgresql_where=sa.text("status = 'temp'"))
+        batch_op.drop_index('ix_transactions_promo')
         batch_op.drop_index('ix_transactions_history')
         batch_op.drop_index('ix_transactions_eid')
 
@@ -318,6 +330,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_postings_account')
 
     op.drop_table('postings')
+    op.drop_table('member_tiers')
     with op.batch_alter_table('lots', schema=None) as batch_op:
         batch_op.drop_index('ix_lots_open', sqlite_where=sa.text('remaining > 0'), postgresql_where=sa.text('remaining > 0'))
         batch_op.drop_index('ix_lots_account_created')
