@@ -20,13 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from loyalty.api import wire
 from loyalty.api.auth import Authenticator
 from loyalty.domain.errors import LoyaltyError
-from loyalty.services import history, ledger, members, profiles, promotions, tiers
+from loyalty.services import history, ledger, members, orders, profiles, promotions, tiers
 from loyalty.services.commands import (
     AccrueCmd,
     BalanceCmd,
     DeleteCmd,
     ExpiringCmd,
     HistoryCmd,
+    PreorderCmd,
     ProfileAddCmd,
     ProfileGetCmd,
     ProfileImportCmd,
@@ -115,6 +116,10 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("loyalty/account/tiers", TiersCmd, lambda rt, p, c: tiers.render(tiers.account_tiers(rt, p, c)),
              "Tiers the member has reached in a group"),
     Endpoint("loyalty/trigger_promotions", PromotionsCmd, promotions.list_promotions, "List trigger promotions"),
+    Endpoint("market/orders/preorder", PreorderCmd, lambda rt, p, c: {"data": orders.preorder(rt, p, c)},
+             "Quote the points an order earns and may spend"),
+    Endpoint("market/orders/preorder_commit", PreorderCmd,
+             lambda rt, p, c: {"data": orders.preorder_commit(rt, p, c)}, "Confirm an order's points, once"),
     Endpoint("profiles/add", ProfileAddCmd, _profile_add, "Create a profile"),
     Endpoint("profiles/import", ProfileImportCmd, _profile_import(create=True), "Update or create a profile"),
     Endpoint("profiles/update", ProfileImportCmd, _profile_import(create=False), "Update a profile"),

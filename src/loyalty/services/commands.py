@@ -121,3 +121,40 @@ class PromotionsCmd(Params):
     from_id: int = 0
     limit: int = 20
     is_active: bool | None = None
+
+
+class OrderLine(Params):
+    external_id: str | None = None
+    sku: str | None = None
+    product: Any = None
+    count: Any = 1
+    base_price_per_item: Any
+    final_price_per_item: Any = None
+
+
+class OrderData(Params):
+    endpoint: str | None = None
+    status: str | None = None
+    currency: str
+    total_price: Any
+    final_total_price: Any = None
+    delivery_cost: Any = None
+    create_time: str | None = None
+    lines: list[OrderLine] = []
+    redeem_points: Any = None
+
+
+class PreorderCmd(Params):
+    external_id: str
+    loyalty_program_id: int | None = None
+    matching: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    profile_id: str | None = None
+    field_name: str | None = None
+    field_value: str | int | None = None
+    data: OrderData
+    skip_triggers: bool = False
+
+    def lookup(self) -> dict[str, Any]:
+        return self.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})

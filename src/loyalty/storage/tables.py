@@ -335,6 +335,26 @@ postings = Table(
 )
 Index("ix_postings_account", postings.c.program_id, postings.c.profile_id, postings.c.currency_iid)
 
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("program_id", Integer, nullable=False),
+    Column("profile_id", String(24), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("status", String(50)),
+    Column("currency", String(3), nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("points_accrued", BigInteger, nullable=False),
+    Column("points_redeemed", BigInteger, nullable=False),
+    Column("accrual_txn_id", String(36)),
+    Column("redemption_txn_id", String(36)),
+    # The first answer, kept verbatim: a repeated preorder_commit returns exactly it.
+    Column("result", Text, nullable=False),
+    Column("created_at", UtcMicros, nullable=False),
+    UniqueConstraint("program_id", "external_id", name="uq_orders_program_external_id"),
+)
+
 tokens = Table(
     "tokens",
     metadata,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 10:01:41.408817
+Create Date: 2026-11-26 10:05:08.696713
 """
 
 from alembic import op
@@ -81,6 +81,23 @@ def upgrade() -> None:
     sa.Column('tier_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('reached_at', loyalty.storage.types.UtcMicros(), nullable=False),
     sa.PrimaryKeyConstraint('program_id', 'profile_id', 'group_id', 'tier_id', name=op.f('pk_member_tiers'))
+    )
+    op.create_table('orders',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('program_id', sa.Integer(), nullable=False),
+    sa.Column('profile_id', sa.String(length=24), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('status', sa.String(length=50), nullable=True),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('total', sa.BigInteger(), nullable=False),
+    sa.Column('points_accrued', sa.BigInteger(), nullable=False),
+    sa.Column('points_redeemed', sa.BigInteger(), nullable=False),
+    sa.Column('accrual_txn_id', sa.String(length=36), nullable=True),
+    sa.Column('redemption_txn_id', sa.String(length=36), nullable=True),
+    sa.Column('result', sa.Text(), nullable=False),
+    sa.Column('created_at', loyalty.storage.types.UtcMicros(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_orders')),
+    sa.UniqueConstraint('program_id', 'external_id', name='uq_orders_program_external_id')
     )
     op.create_table('postings',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -330,6 +347,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_postings_account')
 
     op.drop_table('postings')
+    op.drop_table('orders')
     op.drop_table('member_tiers')
     with op.batch_alter_table('lots', schema=None) as batch_op:
         batch_op.drop_index('ix_lots_open', sqlite_where=sa.text('remaining > 0'), postgresql_where=sa.text('remaining > 0'))
