@@ -162,6 +162,43 @@ def demo(quiet: bool = typer.Option(False, "--quiet", help="Print only the token
 
 
 @app.command()
+def export(program: int = typer.Option(..., help="Loyalty program id."),
+           currency: str = typer.Option(..., help="Points currency iid or eid."),
+           date_from: str = typer.Option(..., "--from", help="Start of the period (RFC 3339, inclusive)."),
+           date_to: str = typer.Option(..., "--to", help="End of the period (RFC 3339, inclusive)."),
+           out: Path = typer.Option(..., help="CSV file to write.")) -> None:
+    """Export a currency's transactions in a period to CSV (the same task as loyalty/transactions_export)."""
+    from rich.progress import Progress
+
+    from loyalty.services import exports, jobs
+    from loyalty.services.commands import ExportCmd
+    from loyalty.storage import jobs_repo
+
+    rt = _runtime()
+    admin = tokens.Principal(0, "cli", frozenset(tokens.ROLES), None, None)
+    selector = {"points_currency_iid": int(currency)} if currency.isdigit() else {"points_currency_eid": currency}
+    owner = jobs.new_owner()
+    try:
+        task_id = exports.create(rt, admin, ExportCmd(loyalty_program_id=program, date_from=date_from,
+                                                      date_to=date_to, **selector))
+    except LoyaltyError as exc:
+        _fail(exc)
+        return
+    from datetime import timedelta
+
+    task = rt.store.write(lambda conn: jobs_repo.claim_task_by_id(conn, task_id, owner, rt.clock.now(),
+                                                                 timedelta(seconds=rt.settings.job_lease_sec)))
+    with Progress(transient=False) as bar:
+        job = bar.add_task("exporting", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        rows = exports.run_task(rt, task, owner, dest=out, progress=progress)
+    typer.echo(f"{rows} transactions written to {out}")
+
+
+@app.command()
 def verify() -> None:
     """Recompute every account from its lots and journal and report any drift (exit 1 on drift)."""
     from loyalty.services import verify as verify_service

@@ -21,4 +21,8 @@ class Settings(BaseSettings):
     sweep_interval_sec: float = Field(default=5.0, gt=0)
     run_jobs: bool = True
     export_dir: Path = Path("./exports")
+    # Export files (and their tasks' downloads) are removed this long after they finish.
+    export_retention_hours: float = Field(default=24, gt=0)
+    # How long a job or export lease lasts without a heartbeat before another process may take it over.
+    job_lease_sec: float = Field(default=60, gt=0)
     log_level: str = "INFO"

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loyalty import __version__
 from loyalty.api.auth import Authenticator
-from loyalty.api.endpoints import register_endpoints
+from loyalty.api.endpoints import register_download, register_endpoints
 from loyalty.jobs.runner import JobRunner
 from loyalty.services.runtime import Runtime
 from loyalty.storage import migrate
@@ -30,7 +30,9 @@ def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
 
     app = FastAPI(title="Loyalty Engine", version=__version__, lifespan=lifespan,
                   description="Altcraft-compatible Loyalty API v1.1")
-    register_endpoints(app, rt, Authenticator(rt))
+    auth = Authenticator(rt)
+    register_endpoints(app, rt, auth)
+    register_download(app, rt, auth)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -7,25 +7,28 @@ authenticate → validate → run the use case in the thread pool → envelope. 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from loyalty.api import wire
 from loyalty.api.auth import Authenticator
 from loyalty.domain.errors import LoyaltyError
-from loyalty.services import history, ledger, members, orders, profiles, promotions, tiers
+from loyalty.services import exports, history, ledger, members, orders, profiles, promotions, tiers
 from loyalty.services.commands import (
     AccrueCmd,
     BalanceCmd,
     DeleteCmd,
     ExpiringCmd,
+    ExportCmd,
+    ExportStatusCmd,
     HistoryCmd,
     PreorderCmd,
     ProfileAddCmd,
@@ -43,6 +46,9 @@ from loyalty.services.tokens import Principal
 log = logging.getLogger("loyalty.api")
 
 Handler = Callable[[Runtime, Principal, Any], dict[str, Any]]
+# The request's base URL, for answers that carry links (export downloads); copied into the worker thread.
+base_url: contextvars.ContextVar[str] = contextvars.ContextVar("base_url", default="")
+DOWNLOAD_PATH = "/api/v1.1/loyalty/transactions_export/download/"
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,17 @@ def _history(rt: Runtime, p: Principal, cmd: HistoryCmd) -> dict[str, Any]:
 
 def _expiring(rt: Runtime, p: Principal, cmd: ExpiringCmd) -> dict[str, Any]:
     return {"data": {"expiring_points": history.expiring_points(rt, p, cmd)}}
+
+
+def _export(rt: Runtime, p: Principal, cmd: ExportCmd) -> dict[str, Any]:
+    return {"data": {"task_id": exports.create(rt, p, cmd)}}
+
+
+def _export_status(rt: Runtime, p: Principal, cmd: ExportStatusCmd) -> dict[str, Any]:
+    view = exports.status(rt, p, cmd.task_id)
+    url = f"{base_url.get().rstrip('/')}{DOWNLOAD_PATH}{view.task_id}" if view.ready else None
+    return {"data": {"task_id": view.task_id, "status": view.status, "rows": view.rows, "error": view.error,
+                     "download_url": url}}
 
 
 def _profile_add(rt: Runtime, p: Principal, cmd: ProfileAddCmd) -> dict[str, Any]:
@@ -120,6 +137,8 @@ ENDPOINTS: list[Endpoint] = [
              "Quote the points an order earns and may spend"),
     Endpoint("market/orders/preorder_commit", PreorderCmd,
              lambda rt, p, c: {"data": orders.preorder_commit(rt, p, c)}, "Confirm an order's points, once"),
+    Endpoint("loyalty/transactions_export", ExportCmd, _export, "Start a CSV export of a currency's transactions"),
+    Endpoint("loyalty/transactions_export/status", ExportStatusCmd, _export_status, "Status of an export task"),
     Endpoint("profiles/add", ProfileAddCmd, _profile_add, "Create a profile"),
     Endpoint("profiles/import", ProfileImportCmd, _profile_import(create=True), "Update or create a profile"),
     Endpoint("profiles/update", ProfileImportCmd, _profile_import(create=False), "Update a profile"),
@@ -143,6 +162,21 @@ def register_endpoints(app: FastAPI, rt: Runtime, auth: Authenticator) -> None:
         )
 
 
+def register_download(app: FastAPI, rt: Runtime, auth: Authenticator) -> None:
+    """GET on an export's download_url streams its CSV; the token goes in the header or `?token=`."""
+
+    async def download(task_id: str, request: Request) -> Response:
+        try:
+            token = wire.pick_token(request, {"token": request.query_params.get("token")})
+            principal = await run_in_threadpool(auth.principal, token)
+            path = await run_in_threadpool(exports.file_for_download, rt, principal, task_id)
+        except LoyaltyError as error:
+            return wire.respond_error(error, "json")
+        return FileResponse(path, media_type="text/csv; charset=utf-8", filename=f"{task_id}.csv")
+
+    app.add_api_route(DOWNLOAD_PATH + "{task_id}", download, methods=["GET"], summary="Download an export")
+
+
 def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint) -> Callable[[Request], Any]:
     async def route(request: Request) -> Response:
         fmt = "json"
@@ -155,6 +189,7 @@ def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint) -> Callable[[Re
             token = wire.pick_token(request, params)
             principal = await run_in_threadpool(auth.principal, token)
             cmd = wire.validate(endpoint.model, params)
+            base_url.set(str(request.base_url))
             payload = await run_in_threadpool(endpoint.handler, rt, principal, cmd)
             return wire.respond(payload, fmt)
         except LoyaltyError as error:

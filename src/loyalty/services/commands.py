@@ -158,3 +158,14 @@ class PreorderCmd(Params):
 
     def lookup(self) -> dict[str, Any]:
         return self.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})
+
+
+class ExportCmd(CurrencyParams):
+    loyalty_program_id: int
+    date_from: str
+    date_to: str
+    from_id: str | None = None
+
+
+class ExportStatusCmd(Params):
+    task_id: str

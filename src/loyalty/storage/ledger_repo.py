@@ -357,3 +357,34 @@ def expiring_sum(conn: Connection, a: Account, date_from: datetime, date_to: dat
         )
     ).scalar_one()
     return int(value)
+
+
+def export_rows(conn: Connection, program_id: int, currency_iid: int, date_from: datetime, date_to: datetime,
+                after_id: str | None, batch: int = 2000) -> Iterator[Txn]:
+    """Every transaction of a currency created in the inclusive period, streamed with a server-side cursor
+    from one statement (one consistent snapshot), so memory does not grow with the row count."""
+    stmt = select(transactions).where(
+        transactions.c.program_id == program_id,
+        transactions.c.currency_iid == currency_iid,
+        transactions.c.created_at >= date_from,
+        transactions.c.created_at <= date_to,
+    )
+    if after_id is not None:
+        stmt = stmt.where(transactions.c.id > after_id)
+    stmt = stmt.order_by(transactions.c.created_at, transactions.c.id)
+    result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+    for row in result:
+        yield _txn(row)
+
+
+def export_count(conn: Connection, program_id: int, currency_iid: int, date_from: datetime, date_to: datetime,
+                 after_id: str | None) -> int:
+    stmt = select(func.count()).select_from(transactions).where(
+        transactions.c.program_id == program_id,
+        transactions.c.currency_iid == currency_iid,
+        transactions.c.created_at >= date_from,
+        transactions.c.created_at <= date_to,
+    )
+    if after_id is not None:
+        stmt = stmt.where(transactions.c.id > after_id)
+    return int(conn.execute(stmt).scalar_one())

@@ -303,6 +303,8 @@ Index(
 )
 Index("ix_transactions_eid", transactions.c.eid)
 Index("ix_transactions_promo", transactions.c.promo_iid, transactions.c.recorded_at)
+Index("ix_transactions_export", transactions.c.program_id, transactions.c.currency_iid, transactions.c.created_at,
+      transactions.c.id)
 
 # What a redemption (or a cancel's clawback) took from each lot, so that it can be put back exactly.
 consumptions = Table(
@@ -354,6 +356,43 @@ orders = Table(
     Column("created_at", UtcMicros, nullable=False),
     UniqueConstraint("program_id", "external_id", name="uq_orders_program_external_id"),
 )
+
+# One row per recurring job; a process runs a job only while it holds the row's lease, so with several
+# processes each run happens once, and a dead process's lease simply runs out.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("lease_owner", String(100)),
+    Column("lease_until", UtcMicros),
+    Column("last_started_at", UtcMicros),
+    Column("last_finished_at", UtcMicros),
+    Column("last_error", Text),
+    Column("runs", BigInteger, nullable=False, server_default="0"),
+)
+
+export_tasks = Table(
+    "export_tasks",
+    metadata,
+    Column("id", String(60), primary_key=True),
+    Column("program_id", Integer, nullable=False),
+    Column("currency_iid", Integer, nullable=False),
+    Column("date_from", UtcMicros, nullable=False),
+    Column("date_to", UtcMicros, nullable=False),
+    Column("from_id", String(36)),
+    Column("token_id", Integer),
+    Column("status", String(10), nullable=False),
+    Column("rows", BigInteger, nullable=False, server_default="0"),
+    Column("file", Text),
+    Column("error", Text),
+    Column("lease_owner", String(100)),
+    Column("lease_until", UtcMicros),
+    Column("created_at", UtcMicros, nullable=False),
+    Column("started_at", UtcMicros),
+    Column("finished_at", UtcMicros),
+    CheckConstraint("status IN ('queued','running','done','failed','expired')", name="status"),
+)
+Index("ix_export_tasks_status", export_tasks.c.status, export_tasks.c.created_at)
 
 tokens = Table(
     "tokens",

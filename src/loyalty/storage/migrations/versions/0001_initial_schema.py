@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 10:05:08.696713
+Create Date: 2026-11-26 10:07:01.290857
 """
 
 from alembic import op
@@ -51,6 +51,39 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('created_at', loyalty.storage.types.UtcMicros(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_databases'))
+    )
+    op.create_table('export_tasks',
+    sa.Column('id', sa.String(length=60), nullable=False),
+    sa.Column('program_id', sa.Integer(), nullable=False),
+    sa.Column('currency_iid', sa.Integer(), nullable=False),
+    sa.Column('date_from', loyalty.storage.types.UtcMicros(), nullable=False),
+    sa.Column('date_to', loyalty.storage.types.UtcMicros(), nullable=False),
+    sa.Column('from_id', sa.String(length=36), nullable=True),
+    sa.Column('token_id', sa.Integer(), nullable=True),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('rows', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('file', sa.Text(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('lease_owner', sa.String(length=100), nullable=True),
+    sa.Column('lease_until', loyalty.storage.types.UtcMicros(), nullable=True),
+    sa.Column('created_at', loyalty.storage.types.UtcMicros(), nullable=False),
+    sa.Column('started_at', loyalty.storage.types.UtcMicros(), nullable=True),
+    sa.Column('finished_at', loyalty.storage.types.UtcMicros(), nullable=True),
+    sa.CheckConstraint("status IN ('queued','running','done','failed','expired')", name=op.f('ck_export_tasks_status')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_export_tasks'))
+    )
+    with op.batch_alter_table('export_tasks', schema=None) as batch_op:
+        batch_op.create_index('ix_export_tasks_status', ['status', 'created_at'], unique=False)
+
+    op.create_table('jobs',
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('lease_owner', sa.String(length=100), nullable=True),
+    sa.Column('lease_until', loyalty.storage.types.UtcMicros(), nullable=True),
+    sa.Column('last_started_at', loyalty.storage.types.UtcMicros(), nullable=True),
+    sa.Column('last_finished_at', loyalty.storage.types.UtcMicros(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('runs', sa.BigInteger(), server_default='0', nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_jobs'))
     )
     op.create_table('lots',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -164,6 +197,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('transactions', schema=None) as batch_op:
         batch_op.create_index('ix_transactions_eid', ['eid'], unique=False)
+        batch_op.create_index('ix_transactions_export', ['program_id', 'currency_iid', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_transactions_history', ['program_id', 'profile_id', 'currency_iid', 'id'], unique=False)
         batch_op.create_index('ix_transactions_promo', ['promo_iid', 'recorded_at'], unique=False)
         batch_op.create_index('ix_transactions_temp_deadline', ['deadline_at'], unique=False, sqlite_where=sa.text("status = 'temp'"), postgresql_where=sa.text("status = 'temp'"))
@@ -339,6 +373,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_transactions_temp_deadline', sqlite_where=sa.text("status = 'temp'"), postgresql_where=sa.text("status = 'temp'"))
         batch_op.drop_index('ix_transactions_promo')
         batch_op.drop_index('ix_transactions_history')
+        batch_op.drop_index('ix_transactions_export')
         batch_op.drop_index('ix_transactions_eid')
 
     op.drop_table('transactions')
@@ -354,6 +389,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_lots_account_created')
 
     op.drop_table('lots')
+    op.drop_table('jobs')
+    with op.batch_alter_table('export_tasks', schema=None) as batch_op:
+        batch_op.drop_index('ix_export_tasks_status')
+
+    op.drop_table('export_tasks')
     op.drop_table('databases')
     op.drop_table('consumptions')
     with op.batch_alter_table('accounts', schema=None) as batch_op:
