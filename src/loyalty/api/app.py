@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from loyalty import __version__
 from loyalty.api.auth import Authenticator
 from loyalty.api.endpoints import register_download, register_endpoints
+from loyalty.api.metrics import ApiMetrics
 from loyalty.jobs.runner import JobRunner
 from loyalty.services.runtime import Runtime
 from loyalty.storage import migrate
@@ -31,8 +32,14 @@ def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
     app = FastAPI(title="Loyalty Engine", version=__version__, lifespan=lifespan,
                   description="Altcraft-compatible Loyalty API v1.1")
     auth = Authenticator(rt)
-    register_endpoints(app, rt, auth)
+    metrics = ApiMetrics()
+    register_endpoints(app, rt, auth, metrics)
     register_download(app, rt, auth)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_page() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from loyalty.api import wire
 from loyalty.api.auth import Authenticator
+from loyalty.api.metrics import ApiMetrics
 from loyalty.domain.errors import LoyaltyError
 from loyalty.services import exports, history, ledger, members, orders, profiles, promotions, tiers
 from loyalty.services.commands import (
@@ -147,11 +150,11 @@ ENDPOINTS: list[Endpoint] = [
 ]
 
 
-def register_endpoints(app: FastAPI, rt: Runtime, auth: Authenticator) -> None:
+def register_endpoints(app: FastAPI, rt: Runtime, auth: Authenticator, metrics: ApiMetrics) -> None:
     for endpoint in ENDPOINTS:
         app.add_api_route(
             f"/api/v1.1/{endpoint.path}",
-            _route(rt, auth, endpoint),
+            _route(rt, auth, endpoint, metrics),
             methods=["POST"],
             summary=endpoint.summary,
             name=endpoint.path,
@@ -177,8 +180,16 @@ def register_download(app: FastAPI, rt: Runtime, auth: Authenticator) -> None:
     app.add_api_route(DOWNLOAD_PATH + "{task_id}", download, methods=["GET"], summary="Download an export")
 
 
-def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint) -> Callable[[Request], Any]:
+def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint, metrics: ApiMetrics) -> Callable[[Request], Any]:
     async def route(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        response, code = await _handle(request, request_id)
+        metrics.observe(endpoint.path, code, time.perf_counter() - started)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    async def _handle(request: Request, request_id: str) -> tuple[Response, str]:
         fmt = "json"
         try:
             body = await wire.read_body(request, rt.settings.max_body_bytes)
@@ -191,13 +202,14 @@ def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint) -> Callable[[Re
             cmd = wire.validate(endpoint.model, params)
             base_url.set(str(request.base_url))
             payload = await run_in_threadpool(endpoint.handler, rt, principal, cmd)
-            return wire.respond(payload, fmt)
+            return wire.respond(payload, fmt), "ok"
         except LoyaltyError as error:
             if error.error >= 500:
-                log.warning("request failed: %s %s", endpoint.path, error.code)
-            return wire.respond_error(error, fmt)
+                log.warning("request %s failed: %s %s", request_id, endpoint.path, error.code)
+            return wire.respond_error(error, fmt), error.code
         except Exception:
-            log.exception("unhandled error on %s", endpoint.path)
-            return wire.respond_error(LoyaltyError("Internal error; see the server log"), fmt)
+            log.exception("request %s: unhandled error on %s", request_id, endpoint.path)
+            error = LoyaltyError(f"Internal error (request {request_id}); see the server log")
+            return wire.respond_error(error, fmt), error.code
 
     return route

@@ -1,0 +1,24 @@
+"""Prometheus metrics for the API: requests by endpoint and error code, latency per endpoint."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        # A registry per app keeps test apps independent of each other.
+        self.registry = CollectorRegistry()
+        self.requests = Counter("loyalty_requests_total", "API requests by endpoint and outcome",
+                                ["endpoint", "error_code"], registry=self.registry)
+        self.latency = Histogram(
+            "loyalty_request_seconds", "API request latency", ["endpoint"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+    def observe(self, endpoint: str, error_code: str, seconds: float) -> None:
+        self.requests.labels(endpoint, error_code).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
