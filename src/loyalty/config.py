@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     # Requests per second allowed per token (0 = no limit); bursts up to `rate_limit_burst`.
     rate_limit_per_second: float = Field(default=0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+    # Seconds a token lookup may be reused by one process (0: revocations take effect immediately).
+    token_cache_sec: float = Field(default=0, ge=0)
     default_temp_timeout_sec: int = 900
     # Background sweeper period; the engine stays correct without it (reads settle what is due).
     sweep_interval_sec: float = Field(default=5.0, gt=0)

@@ -1,7 +1,7 @@
-"""Per-request authentication with a short cache, per-token rate limits, and throttled last-used updates.
+"""Per-request authentication, per-token rate limits, and throttled last-used updates.
 
-A token's principal is cached for a few seconds so the hot path does not read the store on every request;
-revocation therefore takes effect within `CACHE_SECONDS`. The cache key is the token's hash, never the token.
+A token's principal may be cached for `token_cache_sec` (default 0: every request reads the token row, one
+indexed lookup, so a revocation from the CLI takes effect at once). The cache key is the token's hash.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from loyalty.services import tokens
 from loyalty.services.runtime import Runtime
 from loyalty.services.tokens import Principal
 
-CACHE_SECONDS = 2.0
 TOUCH_EVERY_SECONDS = 60.0
 
 
@@ -31,7 +30,7 @@ class Authenticator:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < CACHE_SECONDS:
+        if hit is not None and now - hit[0] < self.rt.settings.token_cache_sec:
             principal = hit[1]
         else:
             principal = tokens.authenticate(self.rt, raw)
