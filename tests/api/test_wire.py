@@ -531,6 +531,8 @@ def test_deeply_nested_json_is_refused_without_a_500(api):
     assert_failure(resp, 400, "invalid_request")
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: xmlcodec._object recurses once per nesting level; a deeply nested "
+                                       "XML body under the size limit raises RecursionError → 500")
 def test_deeply_nested_xml_never_gives_a_500(api):
     depth = 50_000
     body = b"<xml><data>" + b"<a>" * depth + b"</a>" * depth + b"</data></xml>"

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +155,8 @@ def process_queue(rt: Runtime, owner: str, limit: int = 10) -> int:
         except LeaseLost:
             continue
         except Exception as exc:  # the task fails visibly; the worker goes on with the next one
-            message = f"{exc.__class__.__name__}: {exc}"
-            rt.store.write(lambda conn: jobs_repo.finish_task(conn, task["id"], owner, status="failed",  # noqa: B023
-                                                              error=message, finished_at=rt.clock.now()))
+            rt.store.write(partial(jobs_repo.finish_task, task_id=task["id"], owner=owner, status="failed",
+                                   error=f"{exc.__class__.__name__}: {exc}", finished_at=rt.clock.now()))
     return done
 
 

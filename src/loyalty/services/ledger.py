@@ -32,6 +32,7 @@ from loyalty.domain.points import format_amount, parse_amount
 from loyalty.domain.promotions import Promotion, amount_under_rule
 from loyalty.services import promotions
 from loyalty.services.book import Book
+from loyalty.services.commands import AccrueCmd, BalanceCmd, MoveCmd, RedeemCmd, TxnRefCmd
 from loyalty.services.ids import new_txn_id
 from loyalty.services.json_values import dumps_canonical
 from loyalty.services.lookup import (
@@ -42,7 +43,6 @@ from loyalty.services.lookup import (
     find_profile_id,
     program_for,
 )
-from loyalty.services.commands import AccrueCmd, BalanceCmd, MoveCmd, RedeemCmd, TxnRefCmd
 from loyalty.services.runtime import Runtime
 from loyalty.services.tokens import Principal
 from loyalty.storage import catalog_repo, ledger_repo

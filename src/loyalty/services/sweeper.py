@@ -6,6 +6,10 @@ settling an account twice does nothing the second time.
 
 from __future__ import annotations
 
+from functools import partial
+
+from sqlalchemy import Connection
+
 from loyalty.services.book import Book
 from loyalty.services.runtime import Runtime
 from loyalty.storage import catalog_repo, ledger_repo
@@ -15,22 +19,17 @@ def sweep_once(rt: Runtime, batch: int = 200) -> int:
     """Settle up to `batch` due accounts; return how many were settled."""
     now = rt.clock.now()
     due = rt.store.read(lambda conn: ledger_repo.accounts_with_due_events(conn, now, batch))
-    settled = 0
-    for program_id, profile_id, currency_iid in due:
+    return sum(rt.store.write(partial(_settle, rt, *key)) for key in due)
 
-        def work(conn):  # type: ignore[no-untyped-def]
-            currency = next(
-                (c for c in catalog_repo.program_currencies(conn, program_id) if c.iid == currency_iid), None
-            )
-            if currency is None:
-                return 0
-            book = Book.open(conn, program_id, profile_id, currency, rt.clock.now())
-            book.settle()
-            book.finish()
-            return 1
 
-        settled += rt.store.write(work)
-    return settled
+def _settle(rt: Runtime, program_id: int, profile_id: str, currency_iid: int, conn: Connection) -> int:
+    currency = next((c for c in catalog_repo.all_currencies(conn, program_id) if c.iid == currency_iid), None)
+    if currency is None:
+        return 0
+    book = Book.open(conn, program_id, profile_id, currency, rt.clock.now())
+    book.settle()
+    book.finish()
+    return 1
 
 
 def sweep_all(rt: Runtime, batch: int = 200) -> int:

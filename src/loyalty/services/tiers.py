@@ -19,7 +19,13 @@ from loyalty.domain.errors import TierGroupNotFound
 from loyalty.domain.points import format_amount
 from loyalty.domain.tiers import Tier, TierGroup, points_to_next, reached
 from loyalty.services.commands import TiersCmd
-from loyalty.services.lookup import MatchQuery, active_member, database_for_program, find_profile_id, program_for
+from loyalty.services.lookup import (
+    MatchQuery,
+    active_member,
+    database_for_program,
+    find_profile_id,
+    program_for,
+)
 from loyalty.services.runtime import Runtime
 from loyalty.services.tokens import Principal
 from loyalty.storage import catalog_repo, tiers_repo
