@@ -87,7 +87,7 @@ def import_(rt: Runtime, principal: Principal, db_id: int, params: dict[str, Any
 
 def get(rt: Runtime, principal: Principal, db_id: int, params: dict[str, Any]) -> dict[str, Any]:
     principal.require("profiles:write", "loyalty:read")
-    query = MatchQuery.from_params(params)
+    query = MatchQuery.from_params(params, default="email")
 
     def work(conn: Connection) -> dict[str, Any]:
         database = database_for(conn, principal, db_id)
