@@ -19,7 +19,6 @@ import httpx
 
 from loyalty.services.json_values import dumps_ordered, loads_exact
 
-
 PREFIX = "/api/v1.1/"
 
 

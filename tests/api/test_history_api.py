@@ -232,11 +232,11 @@ def bulk_accrue(rt, token: str, email: str, n: int, batch: int = 250) -> None:
         rt.store.write(lambda conn, works=works: [w(conn) for w in works])
 
 
-def test_history_pagination_walk_over_thousands_of_transactions_sees_every_row_once_in_order(api, rt,
+def test_history_pagination_walk_over_many_transactions_sees_every_row_once_in_order(api, rt,
                                                                                           admin_token,
                                                                                           store_url):
     api.member(EMAIL)
-    n = 2000 if store_url.startswith("sqlite") else 1200
+    n = 1000 if store_url.startswith("sqlite") else 250
     bulk_accrue(rt, admin_token, EMAIL, n)
     expected_total = n + 1  # plus the initial credit
 
@@ -255,10 +255,10 @@ def test_history_pagination_walk_over_thousands_of_transactions_sees_every_row_o
     assert api.balance(EMAIL)["active_balance"] == f"{total:.2f}"
 
     # every page reports the full count; pages of a prime size cut the walk elsewhere and agree
-    r = ok(history(api, limit=37, from_id=ids[500]))
+    r = ok(history(api, limit=37, from_id=ids[200]))
     assert int(r.body["total_count"]) == expected_total
-    assert [i["transaction_id"] for i in r.data] == ids[501:538]
-    assert r.body["next_from_id"] == ids[537]
+    assert [i["transaction_id"] for i in r.data] == ids[201:238]
+    assert r.body["next_from_id"] == ids[237]
     tail = ok(history(api, limit=100, from_id=ids[-5]))
     assert [i["transaction_id"] for i in tail.data] == ids[-4:]
     assert tail.body["next_from_id"] is None
@@ -266,9 +266,9 @@ def test_history_pagination_walk_over_thousands_of_transactions_sees_every_row_o
 
 def test_history_walk_with_limit_one_and_with_limit_hundred_see_the_same_rows(api, rt, admin_token):
     api.member(EMAIL)
-    bulk_accrue(rt, admin_token, EMAIL, 120)
+    bulk_accrue(rt, admin_token, EMAIL, 104)
     by_hundred = [i["transaction_id"] for i in full_history(api, limit=100)]
-    assert len(by_hundred) == 121
+    assert len(by_hundred) == 105
     by_one: list[str] = []
     cursor = None
     pages = 0
@@ -283,7 +283,7 @@ def test_history_walk_with_limit_one_and_with_limit_hundred_see_the_same_rows(ap
             break
         assert cursor == r.data[0]["transaction_id"]
     assert by_one == by_hundred
-    assert pages == 121
+    assert pages == 105
 
 
 def test_history_next_from_id_is_null_when_the_page_ends_exactly_at_the_last_row(api, rt, admin_token):
@@ -348,23 +348,15 @@ def test_history_with_an_unknown_currency_is_currency_not_found(api):
     assert_failure(r, 404, "currency_not_found")
 
 
-@pytest.mark.parametrize("limit", [0, 101, -1])
-def test_history_limit_outside_one_to_hundred_is_invalid_parameter(api, limit):
+def test_history_limit_outside_one_to_hundred_or_bad_from_id_is_invalid_parameter(api):
     api.member(EMAIL)
-    assert_failure(history(api, limit=limit), 400, "invalid_parameter")
-
-
-@pytest.mark.parametrize("limit", [1, 100])
-def test_history_limit_at_the_bounds_is_accepted(api, limit):
-    api.member(EMAIL)
-    r = ok(history(api, limit=limit))
-    assert len(r.data) == 1
-
-
-@pytest.mark.parametrize("from_id", ["not-a-uuid", "123", "01941234-5678-7abc-8def-0123456789ag"])
-def test_history_malformed_from_id_is_invalid_parameter(api, from_id):
-    api.member(EMAIL)
-    assert_failure(history(api, from_id=from_id), 400, "invalid_parameter")
+    for limit in (0, 101, -1):
+        assert_failure(history(api, limit=limit), 400, "invalid_parameter")
+    for from_id in ("not-a-uuid", "123", "01941234-5678-7abc-8def-0123456789ag"):
+        assert_failure(history(api, from_id=from_id), 400, "invalid_parameter")
+    # the bounds themselves are fine
+    for limit in (1, 100):
+        assert len(ok(history(api, limit=limit)).data) == 1
 
 
 def test_history_of_a_non_member_is_not_a_member(api):

@@ -90,6 +90,11 @@ def assert_invariants(rt: Any) -> None:
     assert report.problems == []
 
 
+# Examples that only exercise request validation (nothing reaches the store) run on SQLite alone, to keep the
+# suite fast; everything that moves points runs on both stores.
+validation_only = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(autouse=True)
 def invariants_hold_after_each_example(rt: Any) -> Any:
     yield
@@ -703,6 +708,7 @@ def test_the_same_transaction_eid_in_two_programs_needs_the_program_id_to_be_res
 
 # --- amounts ------------------------------------------------------------------------------------------------------
 
+@validation_only
 def test_a_currency_with_precision_0_refuses_a_fraction(api, ann):
     text = fails(accrue(api, "1.5", points_currency_eid="status_points"), 400, "invalid_parameter")
     assert "amount" in text
@@ -716,25 +722,30 @@ def test_a_currency_with_precision_0_counts_in_whole_points(api, ann):
         "temp_accrued_balance": "0"}
 
 
+@validation_only
 def test_stars_refuse_a_third_decimal_rather_than_rounding(api, ann):
     fails(accrue(api, "1.005"), 400, "invalid_parameter")
     fails(redeem(api, "1.005"), 400, "invalid_parameter")
     assert active(api) == "50.00"
 
 
-@pytest.mark.parametrize("amount", ["0", "0.00", "-1", "-0.01"])
-def test_a_zero_or_negative_amount_is_refused(api, ann, amount):
-    fails(accrue(api, amount), 400, "invalid_parameter")
-    fails(redeem(api, amount), 400, "invalid_parameter")
+@validation_only
+def test_a_zero_or_negative_amount_is_refused(api, ann):
+    for amount in ["0", "0.00", "-1", "-0.01", 0, -5]:
+        fails(accrue(api, amount), 400, "invalid_parameter")
+        fails(redeem(api, amount), 400, "invalid_parameter")
     assert active(api) == "50.00"
 
 
-@pytest.mark.parametrize("amount", ["abc", "1e2", "NaN", "Infinity", "", "1,5", True])
-def test_an_amount_that_is_not_a_plain_decimal_is_refused(api, ann, amount):
-    fails(accrue(api, amount), 400, "invalid_parameter")
+@validation_only
+def test_an_amount_that_is_not_a_plain_decimal_is_refused(api, ann):
+    for amount in ["abc", "1e2", "NaN", "Infinity", "", "1,5", True, [1], {"v": 1}]:
+        r = accrue(api, amount)
+        assert r.status == 400 and r.code in ("invalid_parameter", "missing_parameter"), (amount, r.body)
     assert active(api) == "50.00"
 
 
+@validation_only
 def test_a_missing_amount_is_refused_and_named(api, ann):
     r = api.call("loyalty/accrue_points", loyalty_program_id=PROGRAM, matching="email", email=ANN)
     assert "amount" in fails(r, 400, "missing_parameter")
@@ -793,6 +804,7 @@ def test_a_currency_can_be_chosen_by_an_agreeing_iid_and_eid(api, ann):
     assert ok(accrue(api, "7", points_currency_iid=2, points_currency_eid="status_points"))["balance"] == "7"
 
 
+@validation_only
 def test_an_iid_and_an_eid_that_disagree_are_refused(api, ann):
     fails(accrue(api, "7", points_currency_iid=1, points_currency_eid="status_points"), 400, "invalid_parameter")
     r = api.call("loyalty/account/balance", loyalty_program_id=PROGRAM, matching="email", email=ANN,
@@ -801,17 +813,19 @@ def test_an_iid_and_an_eid_that_disagree_are_refused(api, ann):
     assert active(api) == "50.00"
 
 
-@pytest.mark.parametrize("selector", [{"points_currency_iid": 9}, {"points_currency_eid": "moons"},
-                                      {"points_currency_iid": 9, "points_currency_eid": "stars"}])
-def test_an_unknown_currency_is_not_found(api, ann, selector):
-    fails(accrue(api, "7", **selector), 404, "currency_not_found")
-    r = api.call("loyalty/account/balance", loyalty_program_id=PROGRAM, matching="email", email=ANN, **selector)
-    fails(r, 404, "currency_not_found")
+@validation_only
+def test_an_unknown_currency_is_not_found(api, ann):
+    for selector in ({"points_currency_iid": 9}, {"points_currency_eid": "moons"},
+                     {"points_currency_iid": 9, "points_currency_eid": "stars"}):
+        fails(accrue(api, "7", **selector), 404, "currency_not_found")
+        fails(redeem(api, "7", **selector), 404, "currency_not_found")
+        r = api.call("loyalty/account/balance", loyalty_program_id=PROGRAM, matching="email", email=ANN, **selector)
+        fails(r, 404, "currency_not_found")
 
 
 # --- unknown transactions ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("action", [commit, rollback, cancel])
-def test_an_unknown_transaction_is_not_found(api, ann, action):
-    fails(action(api, transaction_id="0190b6a4-0000-7000-8000-000000000000"), 404, "transaction_not_found")
-    fails(action(api, transaction_eid="never-used"), 404, "transaction_not_found")
+def test_an_unknown_transaction_is_not_found(api, ann):
+    for action in (commit, rollback, cancel):
+        fails(action(api, transaction_id="0190b6a4-0000-7000-8000-000000000000"), 404, "transaction_not_found")
+        fails(action(api, transaction_eid="never-used"), 404, "transaction_not_found")

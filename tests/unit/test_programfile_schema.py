@@ -80,7 +80,6 @@ def example() -> dict[str, Any]:
 def problems_of(doc: Any) -> list[str]:
     spec, problems = validate_document(doc)
     assert problems, "the document should have been refused"
-    assert spec is None or problems  # refused whole
     return problems
 
 
@@ -320,8 +319,6 @@ def test_period_group_needs_window_days():
     assert validate_document(doc)[1] == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a tier group may read a standard (spendable) currency; spec says it "
-                                       "reads a qualification currency")
 def test_tier_group_must_read_a_qualification_currency():
     doc = example()
     doc["programs"][0]["tier_groups"][0]["currency"] = "stars"
@@ -402,8 +399,6 @@ def test_yaml_dates():
     assert len(problems) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: shape errors hide cross-document errors; validate_document returns "
-                                       "only pydantic errors when there are any, so not every problem is listed")
 def test_shape_problems_and_cross_problems_are_listed_together():
     doc = example()
     doc["programs"][0]["currencies"][1]["precision"] = "two"                    # a shape problem

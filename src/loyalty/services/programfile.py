@@ -65,8 +65,9 @@ def apply_spec(rt: Runtime, spec: ProgramFile, dry_run: bool = False) -> list[st
             raise ProgramFileInvalid(problems)
         for d in spec.databases:
             _apply_database(conn, d, changes, now)
-        for i, p in enumerate(spec.programs):
-            _apply_program(conn, i, p, changes, now)
+        ids = _Ids(conn, spec)
+        for p in spec.programs:
+            _apply_program(conn, p, ids, changes, now)
         if dry_run:
             raise _DryRun(changes)  # roll the transaction back, keep the list
         return changes
@@ -77,42 +78,94 @@ def apply_spec(rt: Runtime, spec: ProgramFile, dry_run: bool = False) -> list[st
         return [f"(dry run) {c}" for c in dry.changes]
 
 
+# Items the file gives without an id are found again by external_id, else by name, so applying is idempotent.
+
+def _program_id(conn: Connection, p: ProgramSpec) -> int | None:
+    """The stored program a spec describes; None when it is new."""
+    if p.id is not None:
+        return p.id
+    stored = catalog_repo.list_programs(conn)
+    if p.external_id:
+        return next((q.id for q in stored if q.external_id == p.external_id), None)
+    return next((q.id for q in stored if q.name == p.name and q.db_id == p.database), None)
+
+
+def _group_id(conn: Connection, program_id: int | None, g: TierGroupSpec) -> int | None:
+    if g.id is not None or program_id is None:
+        return g.id
+    if g.external_id:
+        return catalog_repo.find_id(conn, tier_groups, program_id=program_id, external_id=g.external_id)
+    return catalog_repo.find_id(conn, tier_groups, program_id=program_id, name=g.name, external_id=None)
+
+
+def _promotion_id(conn: Connection, program_id: int, pr: PromotionSpec) -> int | None:
+    if pr.id is not None:
+        return pr.id
+    if pr.external_id:
+        return catalog_repo.find_id(conn, promotions, program_id=program_id, external_id=pr.external_id)
+    return catalog_repo.find_id(conn, promotions, program_id=program_id, name=pr.name, external_id=None)
+
+
 def _store_checks(conn: Connection, spec: ProgramFile) -> list[str]:
     problems = []
     file_dbs = {d.id for d in spec.databases}
+    archived_here = {pid for pid in (_program_id(conn, q) for q in spec.programs if q.status == "archived") if pid}
     for i, p in enumerate(spec.programs):
+        at = f"programs[{i}]"
+        program_id = _program_id(conn, p)
         if p.database not in file_dbs and catalog_repo.get_database(conn, p.database) is None:
-            problems.append(f"programs[{i}].database: database {p.database} is neither in the file nor in the store")
-        if p.id is not None:
-            existing = catalog_repo.get_program(conn, p.id)
-            if existing is not None and existing.db_id != p.database:
-                problems.append(f"programs[{i}].database: program {p.id} is bound to database {existing.db_id} "
-                                "for life")
-            if existing is not None:
-                stored = {c.iid: c for c in catalog_repo.program_currencies(conn, p.id)}
-                for j, c in enumerate(p.currencies):
-                    if c.iid in stored and stored[c.iid].precision != c.precision:
-                        problems.append(f"programs[{i}].currencies[{j}].precision: cannot change the precision of "
-                                        "an existing currency (stored amounts are scaled by it)")
+            problems.append(f"{at}.database: database {p.database} is neither in the file nor in the store")
+        existing = catalog_repo.get_program(conn, program_id) if program_id is not None else None
+        if existing is not None:
+            if existing.db_id != p.database:
+                problems.append(f"{at}.database: program {program_id} is bound to database {existing.db_id} for life")
+            stored = {c.iid: c for c in catalog_repo.program_currencies(conn, existing.id)}
+            for j, c in enumerate(p.currencies):
+                if c.iid in stored and stored[c.iid].precision != c.precision:
+                    problems.append(f"{at}.currencies[{j}].precision: cannot change the precision of an existing "
+                                    "currency (stored amounts are scaled by it)")
+        if p.external_id:
+            owner = next((q.id for q in catalog_repo.list_programs(conn) if q.external_id == p.external_id), None)
+            if owner is not None and owner != program_id:
+                problems.append(f"{at}.external_id: {p.external_id!r} is already used by program {owner}")
         if p.status == "active":
-            pid = p.id if p.id is not None else -1
-            other = catalog_repo.other_active_program(conn, p.database, pid)
-            if other is not None and other not in {q.id for q in spec.programs if q.status == "archived"}:
-                problems.append(f"programs[{i}]: database {p.database} already has active program {other}")
+            other = catalog_repo.other_active_program(conn, p.database, program_id if program_id is not None else -1)
+            if other is not None and other not in archived_here:
+                problems.append(f"{at}: database {p.database} already has active program {other}")
         for j, pr in enumerate(p.promotions):
             owner = catalog_repo.promotion_owner(conn, pr.id) if pr.id is not None else None
-            if owner is not None and owner != p.id:
-                problems.append(f"programs[{i}].promotions[{j}].id: promotion {pr.id} belongs to program {owner}")
+            if owner is not None and owner != program_id:
+                problems.append(f"{at}.promotions[{j}].id: promotion {pr.id} belongs to program {owner}")
         for j, g in enumerate(p.tier_groups):
-            owner = catalog_repo.tier_group_owner(conn, g.id) if g.id is not None else None
-            if owner is not None and owner != p.id:
-                problems.append(f"programs[{i}].tier_groups[{j}].id: tier group {g.id} belongs to program {owner}")
+            group_id = _group_id(conn, program_id, g)
+            owner = catalog_repo.tier_group_owner(conn, group_id) if group_id is not None else None
+            if owner is not None and owner != program_id:
+                problems.append(f"{at}.tier_groups[{j}].id: tier group {group_id} belongs to program {owner}")
             for k, t in enumerate(g.tiers):
                 group = catalog_repo.tier_owner(conn, t.id) if t.id is not None else None
-                if group is not None and group != g.id:
-                    problems.append(f"programs[{i}].tier_groups[{j}].tiers[{k}].id: tier {t.id} belongs to "
-                                    f"tier group {group}")
+                if group is not None and group != group_id:
+                    problems.append(f"{at}.tier_groups[{j}].tiers[{k}].id: tier {t.id} belongs to tier group {group}")
     return problems
+
+
+class _Ids:
+    """Assigns ids to items the file leaves without one: above every stored id and every id the file gives."""
+
+    def __init__(self, conn: Connection, spec: ProgramFile):
+        self.next = {
+            "program": max([catalog_repo.max_id(conn, programs)] + [p.id or 0 for p in spec.programs]) + 1,
+            "promotion": max([catalog_repo.max_id(conn, promotions)]
+                             + [pr.id or 0 for p in spec.programs for pr in p.promotions]) + 1,
+            "group": max([catalog_repo.max_id(conn, tier_groups)]
+                         + [g.id or 0 for p in spec.programs for g in p.tier_groups]) + 1,
+            "tier": max([catalog_repo.max_id(conn, tiers)]
+                        + [t.id or 0 for p in spec.programs for g in p.tier_groups for t in g.tiers]) + 1,
+        }
+
+    def take(self, kind: str) -> int:
+        value = self.next[kind]
+        self.next[kind] += 1
+        return value
 
 
 def _note(changes: list[str], outcome: str, what: str) -> None:
@@ -131,12 +184,10 @@ def _apply_database(conn: Connection, d: Any, changes: list[str], now: Any) -> N
         _note(changes, outcome, f"field {f.name} of database {d.id}")
 
 
-def _apply_program(conn: Connection, index: int, p: ProgramSpec, changes: list[str], now: Any) -> None:
-    program_id = p.id
-    if program_id is None and p.external_id:
-        program_id = next((q.id for q in catalog_repo.list_programs(conn) if q.external_id == p.external_id), None)
+def _apply_program(conn: Connection, p: ProgramSpec, ids: _Ids, changes: list[str], now: Any) -> None:
+    program_id = _program_id(conn, p)
     if program_id is None:
-        program_id = catalog_repo.max_id(conn, programs) + 1
+        program_id = ids.take("program")
     values = {
         "external_id": p.external_id, "name": p.name, "description": p.description, "db_id": p.database,
         "status": p.status, "earn_rate": p.orders.earn_rate, "point_value": p.orders.point_value,
@@ -150,8 +201,8 @@ def _apply_program(conn: Connection, index: int, p: ProgramSpec, changes: list[s
     _note(changes, outcome, f"program {program_id} ({p.name})")
     _apply_currencies(conn, program_id, p.currencies, changes)
     by_ref = {c.eid: c for c in p.currencies} | {str(c.iid): c for c in p.currencies}
-    _apply_promotions(conn, program_id, p.promotions, by_ref, changes)
-    _apply_tier_groups(conn, program_id, p.tier_groups, by_ref, changes)
+    _apply_promotions(conn, program_id, p.promotions, by_ref, ids, changes)
+    _apply_tier_groups(conn, program_id, p.tier_groups, by_ref, ids, changes)
 
 
 def _apply_currencies(conn: Connection, program_id: int, specs: list[CurrencySpec], changes: list[str]) -> None:
@@ -189,16 +240,13 @@ def _rule_rows(spec: PromotionSpec, by_ref: dict[str, CurrencySpec]) -> list[dic
 
 
 def _apply_promotions(conn: Connection, program_id: int, specs: list[PromotionSpec],
-                      by_ref: dict[str, CurrencySpec], changes: list[str]) -> None:
+                      by_ref: dict[str, CurrencySpec], ids: _Ids, changes: list[str]) -> None:
     existing = catalog_repo.promotion_ids(conn, program_id)
-    next_id = catalog_repo.max_id(conn, promotions) + 1
     kept = set()
     for pr in specs:
-        promo_id = pr.id
-        if promo_id is None and pr.external_id:
-            promo_id = catalog_repo.find_id(conn, promotions, program_id=program_id, external_id=pr.external_id)
+        promo_id = _promotion_id(conn, program_id, pr)
         if promo_id is None:
-            promo_id, next_id = next_id, next_id + 1
+            promo_id = ids.take("promotion")
         kept.add(promo_id)
         values = {
             "program_id": program_id, "external_id": pr.external_id, "name": pr.name,
@@ -217,17 +265,13 @@ def _apply_promotions(conn: Connection, program_id: int, specs: list[PromotionSp
 
 
 def _apply_tier_groups(conn: Connection, program_id: int, specs: list[TierGroupSpec],
-                       by_ref: dict[str, CurrencySpec], changes: list[str]) -> None:
+                       by_ref: dict[str, CurrencySpec], ids: _Ids, changes: list[str]) -> None:
     existing = catalog_repo.tier_group_ids(conn, program_id)
-    next_group = catalog_repo.max_id(conn, tier_groups) + 1
-    next_tier = catalog_repo.max_id(conn, tiers) + 1
     kept = set()
     for g in specs:
-        group_id = g.id
-        if group_id is None and g.external_id:
-            group_id = catalog_repo.find_id(conn, tier_groups, program_id=program_id, external_id=g.external_id)
+        group_id = _group_id(conn, program_id, g)
         if group_id is None:
-            group_id, next_group = next_group, next_group + 1
+            group_id = ids.take("group")
         kept.add(group_id)
         cur = by_ref[g.currency]
         values = {"program_id": program_id, "external_id": g.external_id, "name": g.name, "type": g.type,
@@ -241,7 +285,7 @@ def _apply_tier_groups(conn: Connection, program_id: int, specs: list[TierGroupS
             if tier_id is None:
                 tier_id = catalog_repo.find_id(conn, tiers, group_id=group_id, eid=t.eid)
             if tier_id is None:
-                tier_id, next_tier = next_tier, next_tier + 1
+                tier_id = ids.take("tier")
             kept_tiers.add(tier_id)
             tv = {"group_id": group_id, "eid": t.eid, "name": t.name, "tier_order": order, "status": "active",
                   "threshold": parse_amount(t.threshold, cur.precision, "threshold", allow_zero=True)}

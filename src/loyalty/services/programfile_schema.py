@@ -165,12 +165,18 @@ def _path(loc: tuple[Any, ...]) -> str:
 
 
 def validate_document(doc: Any) -> tuple[ProgramFile | None, list[str]]:
+    """Every problem of the document at once: shape errors of each part, and the cross-checks of every part
+    whose shape is right (a broken program does not hide the problems of its neighbours)."""
     if not isinstance(doc, dict):
         return None, ["(document): must be a mapping with `databases` and/or `programs`"]
     try:
         spec = ProgramFile.model_validate(doc)
     except ValidationError as exc:
-        return None, [f"{_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        problems = [f"{_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        programs = doc.get("programs")
+        for i, item in enumerate(programs if isinstance(programs, list) else []):
+            problems.extend(_partial_program_checks(f"programs[{i}]", item))
+        return None, problems
     return spec, cross_checks(spec)
 
 
@@ -219,15 +225,12 @@ def _program_checks(at: str, p: ProgramSpec) -> list[str]:
         problems.append(f"{at}.promotions: id {dup} appears twice")
     for dup in _dupes([pr.external_id for pr in p.promotions]):
         problems.append(f"{at}.promotions: external_id {dup!r} appears twice")
+    for dup in _dupes([pr.name for pr in p.promotions if pr.id is None and not pr.external_id]):
+        problems.append(f"{at}.promotions: name {dup!r} names two promotions without id or external_id")
+    for dup in _dupes([g.name for g in p.tier_groups if g.id is None and not g.external_id]):
+        problems.append(f"{at}.tier_groups: name {dup!r} names two groups without id or external_id")
     for j, pr in enumerate(p.promotions):
-        if pr.start_date and pr.end_date and pr.end_date < pr.start_date:
-            problems.append(f"{at}.promotions[{j}].end_date: before start_date")
-        for side in ("accrual_rules", "redeem_rules"):
-            rules = getattr(pr, side)
-            for dup in _dupes([r.currency for r in rules]):
-                problems.append(f"{at}.promotions[{j}].{side}: currency {dup!r} has two rules")
-            for k, rule in enumerate(rules):
-                problems.extend(_rule_checks(f"{at}.promotions[{j}].{side}[{k}]", rule, by_ref, side))
+        problems.extend(_promotion_checks(f"{at}.promotions[{j}]", pr, by_ref))
     for dup in _dupes([g.id for g in p.tier_groups]):
         problems.append(f"{at}.tier_groups: id {dup} appears twice")
     for j, g in enumerate(p.tier_groups):
@@ -235,6 +238,8 @@ def _program_checks(at: str, p: ProgramSpec) -> list[str]:
         cur = by_ref.get(g.currency)
         if cur is None:
             problems.append(f"{gat}.currency: {g.currency!r} is not a currency of this program")
+        elif cur.kind != "qualification":
+            problems.append(f"{gat}.currency: {g.currency!r} is not a qualification currency")
         if g.type == "period" and g.window_days is None:
             problems.append(f"{gat}.window_days: required for a period tier group")
         for key in ("id", "eid"):
@@ -250,6 +255,46 @@ def _program_checks(at: str, p: ProgramSpec) -> list[str]:
             if last is not None and units <= last:
                 problems.append(f"{gat}.tiers[{k}].threshold: thresholds must increase from tier to tier")
             last = units
+    return problems
+
+
+def _valid_items(model: type[Spec], items: Any) -> list[tuple[int, Any]]:
+    out = []
+    for j, item in enumerate(items if isinstance(items, list) else []):
+        try:
+            out.append((j, model.model_validate(item)))
+        except ValidationError:
+            pass
+    return out
+
+
+def _partial_program_checks(at: str, item: Any) -> list[str]:
+    """Cross-checks of the parts of a program whose own shape is right, when the program as a whole is not."""
+    if not isinstance(item, dict):
+        return []
+    try:
+        return _program_checks(at, ProgramSpec.model_validate(item))
+    except ValidationError:
+        pass
+    currencies = _valid_items(CurrencySpec, item.get("currencies"))
+    by_ref = {c.eid: c for _, c in currencies} | {str(c.iid): c for _, c in currencies}
+    problems = []
+    for j, pr in _valid_items(PromotionSpec, item.get("promotions")):
+        problems.extend(_promotion_checks(f"{at}.promotions[{j}]", pr, by_ref))
+    return problems
+
+
+def _promotion_checks(at: str, pr: PromotionSpec, by_ref: dict[str, CurrencySpec]) -> list[str]:
+    problems = []
+    if pr.start_date and pr.end_date and pr.end_date < pr.start_date:
+        problems.append(f"{at}.end_date: before start_date")
+    for side in ("accrual_rules", "redeem_rules"):
+        rules = getattr(pr, side)
+        for dup in _dupes([r.currency for r in rules]):
+            problems.append(f"{at}.{side}: currency {dup!r} has two rules")
+        for k, rule in enumerate(rules):
+            if by_ref:
+                problems.extend(_rule_checks(f"{at}.{side}[{k}]", rule, by_ref, side))
     return problems
 
 

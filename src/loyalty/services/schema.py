@@ -30,8 +30,12 @@ def ensure_current(rt: Runtime) -> bool:
     if current == head:
         return False
     path = sqlite_path(rt.settings.database_url)
-    if current is None and path is not None:
+    if current is None and path is not None and not migrate.has_tables(engine):
         migrate.upgrade(engine)
         return True
-    where = "empty" if current is None else f"at revision {current}, the code expects {head}"
+    if current is None:
+        where = "not managed by migrations (tables without a recorded revision)" if migrate.has_tables(engine) \
+            else "empty"
+    else:
+        where = f"at revision {current}, the code expects {head}"
     raise SchemaOutOfDate(f"The database schema is {where}. Run `loyalty db upgrade` first.")

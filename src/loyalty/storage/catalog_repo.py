@@ -179,7 +179,9 @@ def max_id(conn: Connection, table: Any, column: str = "id") -> int:
 
 
 def find_id(conn: Connection, table: Any, **where: Any) -> int | None:
-    return conn.execute(select(table.c.id).where(*[table.c[k] == v for k, v in where.items()])).scalar()
+    """The smallest id of the rows matching every `column=value` (None matches NULL)."""
+    conds = [table.c[k].is_(None) if v is None else table.c[k] == v for k, v in where.items()]
+    return conn.execute(select(table.c.id).where(*conds).order_by(table.c.id).limit(1)).scalar()
 
 
 def all_currencies(conn: Connection, program_id: int) -> list[Currency]:

@@ -45,5 +45,12 @@ def autogenerate(engine: Engine, message: str) -> None:
         command.revision(cfg, message=message, autogenerate=True)
 
 
+def has_tables(engine: Engine) -> bool:
+    """Whether the store holds any table besides Alembic's own."""
+    from sqlalchemy import inspect
+
+    return any(name != "alembic_version" for name in inspect(engine).get_table_names())
+
+
 def is_current(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
