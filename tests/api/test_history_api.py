@@ -13,7 +13,7 @@ import pytest
 from loyalty.services import ledger, tokens
 from loyalty.services.commands import AccrueCmd
 from loyalty.services.json_values import loads_exact
-from tests.helpers import ApiClient, xml_to_dict
+from tests.helpers import ApiClient
 
 EMAIL = "hist@example.com"
 MEMBER = {"loyalty_program_id": 123, "matching": "email", "email": EMAIL}
@@ -248,7 +248,7 @@ def test_history_pagination_walk_over_many_transactions_sees_every_row_once_in_o
     assert walked[0]["transaction_type"] == "initial"
     # amounts in insertion order, and each balance_after chains into the next balance_before
     assert [i["amount"] for i in walked[1:]] == [f"{k % 97 + 1}.{k % 100:02d}" for k in range(n)]
-    for prev, cur in zip(walked, walked[1:]):
+    for prev, cur in zip(walked, walked[1:], strict=False):
         assert cur["balance_before"] == prev["balance_after"]
     total = sum(Decimal(i["amount"]) for i in walked)
     assert Decimal(walked[-1]["balance_after"]) == total

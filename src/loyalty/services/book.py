@@ -119,8 +119,9 @@ class Book:
         self.record(Txn(
             id=txn_id, program_id=self.a.program_id, profile_id=self.a.profile_id, currency_iid=self.a.currency_iid,
             eid=None, type="expiration", status="committed", amount=total, balance_before=before,
-            balance_after=self.a.active, created_at=self.now, recorded_at=self.now, source_type="system",
-            description="Points expired",
+            balance_after=self.a.active, recorded_at=self.now, source_type="system", description="Points expired",
+            # When the points actually expired, which is earlier than now when nobody looked at the account.
+            created_at=max((lot.expires_at or self.now) for lot in due),
         ))
 
     # --- movements --------------------------------------------------------------------------------------------
