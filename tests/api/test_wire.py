@@ -5,8 +5,11 @@ Every failure is checked for the full envelope: HTTP status == `error`, a non-em
 
 from __future__ import annotations
 
+import itertools
 import json
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,11 @@ from hypothesis import strategies as st
 
 from loyalty.api import xmlcodec
 from loyalty.api.app import create_app
+from loyalty.domain.clock import FrozenClock
 from loyalty.services import programfile, tokens
 from loyalty.services.demo import example_path
-from tests.conftest import make_runtime
+from loyalty.services.runtime import Runtime
+from tests.conftest import START, make_runtime
 from tests.helpers import ApiClient, xml_to_dict
 
 JSON = {"Content-Type": "application/json"}
@@ -95,22 +100,51 @@ def get_params(api: ApiClient, email: str = "ann@example.com", **extra: Any) -> 
     return {"token": api.token, "db_id": 1, "matching": "email", "email": email, **extra}
 
 
-@pytest.fixture
-def ann(api: ApiClient) -> str:
-    return api.add_profile("ann@example.com", _fname="Ann")
-
-
-@pytest.fixture
-def second_program(rt: Any, program: int, tmp_path: Path) -> int:
-    path = tmp_path / "second.yaml"
-    path.write_text(SECOND_PROGRAM, encoding="utf-8")
-    programfile.apply_spec(rt, programfile.load(path))
-    return 200
-
-
 def new_token(rt: Any, roles: list[str], programs: list[int] | None = None) -> str:
-    raw, _ = tokens.create(rt, f"t-{'-'.join(roles)}-{programs}", roles, programs)
+    raw, _ = tokens.create(rt, f"t-{'-'.join(roles)}-{programs}-{next(_SEQ)}", roles, programs)
     return raw
+
+
+_SEQ = itertools.count()
+
+
+def unique_email() -> str:
+    return f"user{next(_SEQ)}@example.com"
+
+
+@dataclass
+class Wire:
+    api: ApiClient
+    rt: Runtime
+    ann: str  # profile id of ann@example.com (_fname Ann) in database 1
+
+
+def _serve(tmp: Path, template: Path, **settings: Any) -> Iterator[Wire]:
+    path = tmp / "wire.db"
+    shutil.copy(template, path)
+    runtime = make_runtime(f"sqlite:///{path}", FrozenClock(START), **settings)
+    programfile.apply_spec(runtime, programfile.load(example_path()))
+    second = tmp / "second.yaml"
+    second.write_text(SECOND_PROGRAM, encoding="utf-8")
+    programfile.apply_spec(runtime, programfile.load(second))
+    raw, _ = tokens.create(runtime, "wire-admin", ["admin"])
+    with TestClient(create_app(runtime, run_jobs=False)) as client:
+        api = ApiClient(client, raw)
+        yield Wire(api, runtime, api.add_profile("ann@example.com", _fname="Ann"))
+    runtime.close()
+
+
+@pytest.fixture(scope="module")
+def wire(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wire]:
+    """Transport rules do not depend on the store: one SQLite-backed app serves this module's transport tests.
+    Tests that could differ per store (values reaching SQL) use the `api` fixture and run on both stores."""
+    yield from _serve(tmp_path_factory.mktemp("wire"), sqlite_template)
+
+
+@pytest.fixture(scope="module")
+def small(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wire]:
+    """An app whose body limit is 1024 bytes (the smallest the settings allow)."""
+    yield from _serve(tmp_path_factory.mktemp("small"), sqlite_template, max_body_bytes=1024)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ moves the clock and runs the sweeper. After every step it checks:
   model knows has the status the model expects;
 - a removed member's accounts are all zero (forfeit), and cancelling into them is refused.
 
-Examples: LOYALTY_STATEFUL_EXAMPLES (default 20 on SQLite, 8 on PostgreSQL),
+Examples: LOYALTY_STATEFUL_EXAMPLES (default 12 on SQLite, 6 on PostgreSQL),
 steps per example: LOYALTY_STATEFUL_STEPS (default 30).
 """
 
@@ -50,7 +50,7 @@ from loyalty.storage.tables import accounts, transactions
 from tests.conftest import START, STORES, make_runtime
 
 # PostgreSQL commits cost several times SQLite's here, hence fewer default examples there.
-EXAMPLES = {"sqlite": 20, "postgresql": 8}
+EXAMPLES = {"sqlite": 12, "postgresql": 6}
 if os.environ.get("LOYALTY_STATEFUL_EXAMPLES"):
     EXAMPLES = dict.fromkeys(EXAMPLES, int(os.environ["LOYALTY_STATEFUL_EXAMPLES"]))
 STEPS = int(os.environ.get("LOYALTY_STATEFUL_STEPS", "30"))

@@ -8,6 +8,7 @@ authenticate → validate → run the use case in the thread pool → envelope. 
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -150,6 +151,15 @@ ENDPOINTS: list[Endpoint] = [
 ]
 
 
+@functools.cache
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    # Built once per process: schema generation is the slowest part of creating an app.
+    return {"requestBody": {"content": {
+        "application/json": {"schema": model.model_json_schema()},
+        "application/xml": {"schema": {"type": "object"}},
+    }}}
+
+
 def register_endpoints(app: FastAPI, rt: Runtime, auth: Authenticator, metrics: ApiMetrics) -> None:
     for endpoint in ENDPOINTS:
         app.add_api_route(
@@ -158,10 +168,7 @@ def register_endpoints(app: FastAPI, rt: Runtime, auth: Authenticator, metrics: 
             methods=["POST"],
             summary=endpoint.summary,
             name=endpoint.path,
-            openapi_extra={"requestBody": {"content": {
-                "application/json": {"schema": endpoint.model.model_json_schema()},
-                "application/xml": {"schema": {"type": "object"}},
-            }}},
+            openapi_extra=_request_body(endpoint.model),
         )
 
 
