@@ -403,3 +403,34 @@ def test_a_failed_task_reports_its_error(api, rt, export_dir, monkeypatch):
     assert not list(export_dir.glob("*"))  # no partial file left behind
     monkeypatch.undo()
     assert exports.process_queue(rt, OWNER) == 0  # failed tasks are not retried silently
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: exports.run_task ignores finish_task's result: a worker whose lease was "
+                                       "taken over replaces the new owner's file and does not raise LeaseLost")
+def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owners_result(api, rt, clock):
+    # run_task's docstring: "Raises if the lease was lost to another process." Worker A claims, stalls past its
+    # lease; worker B takes the task over and finishes it; more transactions arrive; then A wakes up and
+    # completes its (different) snapshot. A must not replace B's file nor count the task as its own.
+    api.member("slow@example.com")
+    task_id = start(api)
+    lease = timedelta(seconds=rt.settings.job_lease_sec)
+    task_a = rt.store.write(lambda conn: jobs_repo.claim_task(conn, "worker-a", clock.now(), lease))
+    assert task_a["id"] == task_id
+    clock.advance(lease + timedelta(seconds=1))
+    task_b = rt.store.write(lambda conn: jobs_repo.claim_task(conn, "worker-b", clock.now(), lease))
+    assert task_b is not None and task_b["id"] == task_id
+    assert exports.run_task(rt, task_b, "worker-b") == 1
+    view = status(api, task_id)
+    assert view["rows"] == 1
+    ok(api.call("loyalty/accrue_points", loyalty_program_id=123, matching="email", email="slow@example.com",
+                amount="1.00"))
+
+    raised = False
+    try:
+        exports.run_task(rt, task_a, "worker-a")
+    except exports.LeaseLost:
+        raised = True
+    # what B reported is what the file holds
+    view = status(api, task_id)
+    assert (int(view["rows"]), len(download(api, view["download_url"])) - 1) == (1, 1)
+    assert raised

@@ -191,7 +191,7 @@ def test_a_leased_job_never_runs_twice_at_once_or_within_its_period(store_url, t
     assert sum(w for _, w in attempts) == len(runs)
     assert sum(a for a, _ in attempts) > 4 * len(runs)  # the processes really competed for the lease
     assert 4 <= len(runs) <= 4.0 / every + 2
-    for (b1, e1, p1), (b2, e2, p2) in zip(runs, runs[1:]):
+    for (b1, e1, p1), (b2, e2, p2) in zip(runs, runs[1:], strict=False):
         assert b2 >= e1, f"runs overlap: {p1} [{b1}, {e1}] and {p2} [{b2}, {e2}]"
         # the next run may only start a whole period after the previous one finished
         assert b2 - e1 >= every - 0.002, f"ran twice within one period: gap {b2 - e1:.3f}s < {every}s"

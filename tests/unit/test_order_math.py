@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import ROUND_DOWN, Decimal
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loyalty.domain.errors import AmountOutOfBounds, InsufficientPoints, InvalidParameter
@@ -324,7 +324,7 @@ def test_explicit_points_beyond_balance_or_cap_are_refused(order, extra):
     if over_balance > balance:
         with pytest.raises(InsufficientPoints):
             quote(lines, delivery, s, money_exp, precision, balance, over_balance)
-    assume(balance > cap_points)
-    asked = min(balance, cap_points + extra)
-    with pytest.raises(AmountOutOfBounds):
-        quote(lines, delivery, s, money_exp, precision, balance, asked)
+    if balance > cap_points:
+        asked = min(balance, cap_points + extra)
+        with pytest.raises(AmountOutOfBounds):
+            quote(lines, delivery, s, money_exp, precision, balance, asked)

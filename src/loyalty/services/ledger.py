@@ -91,9 +91,26 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
     now = rt.clock.now()
     target = rt.store.read(lambda conn: resolve(conn, principal, cmd, for_write=True))
     currency = target.currency
+    requested = parse_amount(cmd.amount, currency.precision) if cmd.amount is not None else None
+    created_at = parse_datetime(cmd.created_at, "created_at") if cmd.created_at else now
+    activation = expiration = None
+    if isinstance(cmd, AccrueCmd):
+        activation = parse_datetime(cmd.activation_date, "activation_date") if cmd.activation_date else None
+        expiration = parse_datetime(cmd.expiration_date, "expiration_date") if cmd.expiration_date else None
+    timeout = None
+    if cmd.is_temp:
+        timeout = cmd.temp_timeout_sec if cmd.temp_timeout_sec is not None else rt.settings.default_temp_timeout_sec
+    external = dumps_canonical(cmd.external_data) if cmd.external_data is not None else None
+    payload_hash = _payload_hash(kind, target, requested, cmd, timeout, activation, expiration, external)
+    if cmd.transaction_eid:
+        # A retry gets the first result even when the checks below (dates, promotion dates) would now fail.
+        eid = cmd.transaction_eid
+        first = rt.store.read(lambda conn: ledger_repo.txn_by_eid(conn, target.program.id, eid))
+        if first is not None:
+            return lambda conn: _replay(first, payload_hash, currency)
+
     if kind == "redemption" and not currency.spendable:
         raise InvalidParameter("points_currency", f"{currency.eid} is a qualification currency and cannot be spent")
-    requested = parse_amount(cmd.amount, currency.precision) if cmd.amount is not None else None
     promo: Promotion | None = None
     if cmd.promotion_id:
         ref = cmd.promotion_id
@@ -108,20 +125,10 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
         raise MissingParameter("amount")
     else:
         amount = requested
-    created_at = parse_datetime(cmd.created_at, "created_at") if cmd.created_at else now
-    activation = expiration = None
-    if isinstance(cmd, AccrueCmd):
-        activation = parse_datetime(cmd.activation_date, "activation_date") if cmd.activation_date else None
-        expiration = parse_datetime(cmd.expiration_date, "expiration_date") if cmd.expiration_date else None
-        if expiration is not None and expiration <= max(activation or now, now):
-            raise InvalidParameter("expiration_date", "must be after the activation date and in the future")
-    timeout = None
-    if cmd.is_temp:
-        timeout = cmd.temp_timeout_sec if cmd.temp_timeout_sec is not None else rt.settings.default_temp_timeout_sec
-        if not 1 <= timeout <= MAX_TEMP_TIMEOUT:
-            raise InvalidParameter("temp_timeout_sec", f"must be between 1 and {MAX_TEMP_TIMEOUT}")
-    external = dumps_canonical(cmd.external_data) if cmd.external_data is not None else None
-    payload_hash = _payload_hash(kind, target, amount, cmd, timeout, activation, expiration, external)
+    if expiration is not None and expiration <= max(activation or now, now):
+        raise InvalidParameter("expiration_date", "must be after the activation date and in the future")
+    if timeout is not None and not 1 <= timeout <= MAX_TEMP_TIMEOUT:
+        raise InvalidParameter("temp_timeout_sec", f"must be between 1 and {MAX_TEMP_TIMEOUT}")
 
     def work(conn: Connection) -> TxnResult:
         book = Book.open(conn, target.program.id, target.profile_id, currency, rt.clock.now())
@@ -188,7 +195,7 @@ def _apply_redemption(book: Book, txn: Txn) -> None:
         book._event_at(txn.deadline_at)
 
 
-def _payload_hash(kind: str, target: Target, amount: int, cmd: MoveCmd, timeout: int | None,
+def _payload_hash(kind: str, target: Target, amount: int | None, cmd: MoveCmd, timeout: int | None,
                   activation: datetime | None, expiration: datetime | None, external: str | None) -> str:
     """What makes two requests with one transaction_eid "the same": every field that changes the effect."""
     parts = [kind, target.profile_id, target.currency.iid, amount, cmd.promotion_id, cmd.is_temp, timeout,
