@@ -405,8 +405,6 @@ def test_a_failed_task_reports_its_error(api, rt, export_dir, monkeypatch):
     assert exports.process_queue(rt, OWNER) == 0  # failed tasks are not retried silently
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: exports.run_task ignores finish_task's result: a worker whose lease was "
-                                       "taken over replaces the new owner's file and does not raise LeaseLost")
 def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owners_result(api, rt, clock):
     # run_task's docstring: "Raises if the lease was lost to another process." Worker A claims, stalls past its
     # lease; worker B takes the task over and finishes it; more transactions arrive; then A wakes up and

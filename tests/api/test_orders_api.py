@@ -234,8 +234,6 @@ def test_concurrent_commits_of_one_order_create_it_once(api):
     assert api.balance(EMAIL)["pending_balance"] == "0.74"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: redeem_points '0' from a member in debt answers 422 insufficient_points "
-                                       "('requested 0.00, active balance 0.00') instead of spending nothing")
 def test_a_member_in_debt_may_order_without_spending(api):
     member(api)
     accrual = ok(api.call("loyalty/accrue_points", **BY_EMAIL, amount="10.00")).data["transaction_id"]

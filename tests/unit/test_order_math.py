@@ -108,8 +108,6 @@ def test_explicit_points_over_the_share_cap_raise_amount_out_of_bounds():
     assert "15.00" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: explicit redeem of 0 points by a member in debt raises "
-                                       "InsufficientPoints ('requested 0, active balance 0')")
 def test_explicit_zero_points_in_debt_spend_nothing():
     # A member with a negative active balance (debt after a cancel) asks to spend nothing: nothing is more than
     # the balance allows, so the quote is the plain one (as with redeem=None or "max", which both give 0).

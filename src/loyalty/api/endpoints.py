@@ -197,7 +197,8 @@ def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint, metrics: ApiMet
         return response
 
     async def _handle(request: Request, request_id: str) -> tuple[Response, str]:
-        fmt = "json"
+        # The declared format answers failures that happen before the body is read (413).
+        fmt = wire.response_format_of(request, wire.body_format_of(request, b""), None)
         try:
             body = await wire.read_body(request, rt.settings.max_body_bytes)
             body_format = wire.body_format_of(request, body)

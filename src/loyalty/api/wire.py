@@ -6,6 +6,7 @@ error into the envelope in the negotiated format, with the HTTP status equal to 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from loyalty.api import xmlcodec
+from loyalty.api.textcheck import check_text
 from loyalty.domain.errors import (
     InvalidParameter,
     InvalidRequest,
@@ -86,8 +88,11 @@ def parse_params(body: bytes, body_format: str, model: type[BaseModel] | None) -
         value = loads_exact(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("The body nests too deeply") from None
     if not isinstance(value, dict):
         raise InvalidRequest("The body must be a JSON object")
+    check_text(value, "")
     return value
 
 
@@ -111,7 +116,9 @@ def validate(model: type[BaseModel], params: dict[str, Any]) -> Any:
         return model.model_validate(params)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = ".".join(str(p) for p in first["loc"]) or "body"
+        # pydantic adds union branches ("constrained-str") to the location; the caller knows only field names.
+        parts = [str(p) for p in first["loc"] if isinstance(p, int) or re.fullmatch(r"[A-Za-z_]\w*", str(p))]
+        name = ".".join(parts) or "body"
         if first["type"] == "missing":
             raise MissingParameter(name) from None
         raise InvalidParameter(name, first["msg"]) from None

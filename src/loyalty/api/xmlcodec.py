@@ -7,6 +7,7 @@ repeated child becomes a list. defusedxml refuses DTDs and entities, so nothing 
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from decimal import Decimal
@@ -17,6 +18,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 from pydantic import BaseModel
 
+from loyalty.api.textcheck import ILLEGAL_XML_CHARS, MAX_DEPTH, check_text
 from loyalty.domain.errors import InvalidRequest
 
 
@@ -27,17 +29,21 @@ def parse(body: bytes, model: type[BaseModel] | None) -> dict[str, Any]:
         raise InvalidRequest("XML with a DTD or entities is refused") from None
     except ParseError as exc:
         raise InvalidRequest(f"The body is not well-formed XML: {exc}") from None
-    return _object(root, model)
+    out = _object(root, model, 0)
+    check_text(out, "")
+    return out
 
 
-def _object(element: Element, model: type[BaseModel] | None) -> dict[str, Any]:
+def _object(element: Element, model: type[BaseModel] | None, depth: int) -> dict[str, Any]:
+    if depth > MAX_DEPTH:
+        raise InvalidRequest("The body nests too deeply")
     out: dict[str, Any] = {}
     fields = model.model_fields if model is not None else {}
     for child in element:
         name = _local(child.tag)
         info = fields.get(name)
         shape, inner = _shape(info.annotation) if info is not None else ("free", None)
-        value = _value(child, shape, inner)
+        value = _value(child, shape, inner, depth)
         if shape == "list":
             out.setdefault(name, []).append(value)
         elif name in out:
@@ -49,15 +55,15 @@ def _object(element: Element, model: type[BaseModel] | None) -> dict[str, Any]:
     return out
 
 
-def _value(element: Element, shape: str, inner: type[BaseModel] | None) -> Any:
+def _value(element: Element, shape: str, inner: type[BaseModel] | None, depth: int) -> Any:
     if inner is not None:
-        return _object(element, inner)
+        return _object(element, inner, depth + 1)
     if len(element) == 0:
         text = (element.text or "").strip()
         if shape in ("free", "dict") and not text:
             return {} if shape == "dict" else None
         return text if text else None
-    return _object(element, None)
+    return _object(element, None, depth + 1)
 
 
 def _shape(annotation: Any) -> tuple[str, type[BaseModel] | None]:
@@ -85,6 +91,9 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+_XML_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
+
+
 def render(payload: dict[str, Any]) -> bytes:
     root = Element("xml")
     for key, value in payload.items():
@@ -97,7 +106,11 @@ def _append(parent: Element, name: str, value: Any) -> None:
         for item in value:
             _append(parent, name, item)
         return
-    child = SubElement(parent, name)
+    if _XML_NAME.fullmatch(name):
+        child = SubElement(parent, name)
+    else:
+        # Keys from free-form client data (external_data) need not be XML names: carry them in an attribute.
+        child = SubElement(parent, "item", {"key": name})
     if isinstance(value, dict):
         for key, item in value.items():
             _append(child, str(key), item)
@@ -106,6 +119,7 @@ def _append(parent: Element, name: str, value: Any) -> None:
     elif isinstance(value, bool):
         child.text = "true" if value else "false"
     elif isinstance(value, (int, Decimal, str)):
-        child.text = str(value)
+        # Requests cannot bring such characters in (textcheck); older or imported data still renders well-formed.
+        child.text = ILLEGAL_XML_CHARS.sub("\ufffd", str(value))
     else:
         raise TypeError(f"cannot render {type(value).__name__} as XML")

@@ -38,7 +38,7 @@ def normalise_phone(value: object, name: str = "phone") -> str:
     text = _PHONE_DROP.sub("", value.strip())
     plus = text.startswith("+")
     digits = text[1:] if plus else text
-    if not digits.isdigit() or not 3 <= len(digits) <= 20:
+    if not (digits.isascii() and digits.isdigit()) or not 3 <= len(digits) <= 20:
         raise InvalidParameter(name, f"{value!r} is not a phone number")
     return "+" + digits
 

@@ -84,8 +84,8 @@ def quote(lines: list[Line], delivery: int, settings: Settings, money_exp: int, 
     max_points = max(0, min(active_balance, cap_points))
     if redeem == "max":
         points = max_points
-    elif redeem is None:
-        points = 0
+    elif redeem is None or redeem == 0:
+        points = 0  # spending nothing is always allowed, even by a member in debt
     else:
         points = int(redeem)
         fmt = lambda u: format_amount(u, point_precision)  # noqa: E731

@@ -7,9 +7,13 @@ dates stay raw here and are parsed by the domain once the currency's precision i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# Integers that reach the store fit its 32-bit key columns; anything larger is a 400, not a store error.
+StoreInt = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Eid = Annotated[str, Field(max_length=200)]
 
 
 class Params(BaseModel):
@@ -17,7 +21,7 @@ class Params(BaseModel):
 
 
 class MemberParams(Params):
-    loyalty_program_id: int
+    loyalty_program_id: StoreInt
     matching: str | None = None
     email: str | None = None
     phone: str | None = None
@@ -30,7 +34,7 @@ class MemberParams(Params):
 
 
 class CurrencyParams(Params):
-    points_currency_iid: int | None = None
+    points_currency_iid: StoreInt | None = None
     points_currency_eid: str | None = None
 
 
@@ -50,7 +54,7 @@ class MoveCmd(MemberParams, CurrencyParams):
     is_temp: bool = False
     temp_timeout_sec: int | None = None
     created_at: str | None = None
-    transaction_eid: str | None = None
+    transaction_eid: Eid | None = None
     external_data: dict[str, Any] | None = None
     description: str | None = Field(default=None, max_length=1000)
 
@@ -66,8 +70,8 @@ class RedeemCmd(MoveCmd):
 
 class TxnRefCmd(Params):
     transaction_id: str | None = None
-    transaction_eid: str | None = None
-    loyalty_program_id: int | None = None
+    transaction_eid: Eid | None = None
+    loyalty_program_id: StoreInt | None = None
 
 
 class BalanceCmd(MemberParams, CurrencyParams):
@@ -75,13 +79,13 @@ class BalanceCmd(MemberParams, CurrencyParams):
 
 
 class ProfileAddCmd(Params):
-    db_id: int
+    db_id: StoreInt
     data: dict[str, Any]
     skip_triggers: bool = False
 
 
 class ProfileImportCmd(Params):
-    db_id: int
+    db_id: StoreInt
     matching: str | None = None
     email: str | None = None
     phone: str | None = None
@@ -93,7 +97,7 @@ class ProfileImportCmd(Params):
 
 
 class ProfileGetCmd(Params):
-    db_id: int
+    db_id: StoreInt
     matching: str | None = None
     email: str | None = None
     phone: str | None = None
@@ -103,7 +107,7 @@ class ProfileGetCmd(Params):
 
 
 class TiersCmd(MemberParams):
-    tiers_group_id: int
+    tiers_group_id: StoreInt
 
 
 class HistoryCmd(MemberParams, CurrencyParams):
@@ -117,8 +121,8 @@ class ExpiringCmd(MemberParams, CurrencyParams):
 
 
 class PromotionsCmd(Params):
-    loyalty_program_id: int | None = None
-    from_id: int = 0
+    loyalty_program_id: StoreInt | None = None
+    from_id: StoreInt = 0
     limit: int = 20
     is_active: bool | None = None
 
@@ -134,7 +138,7 @@ class OrderLine(Params):
 
 class OrderData(Params):
     endpoint: str | None = None
-    status: str | None = None
+    status: str | None = Field(default=None, max_length=50)
     currency: str
     total_price: Any
     final_total_price: Any = None
@@ -145,8 +149,8 @@ class OrderData(Params):
 
 
 class PreorderCmd(Params):
-    external_id: str
-    loyalty_program_id: int | None = None
+    external_id: Eid
+    loyalty_program_id: StoreInt | None = None
     matching: str | None = None
     email: str | None = None
     phone: str | None = None
@@ -161,7 +165,7 @@ class PreorderCmd(Params):
 
 
 class ExportCmd(CurrencyParams):
-    loyalty_program_id: int
+    loyalty_program_id: StoreInt
     date_from: str
     date_to: str
     from_id: str | None = None

@@ -123,11 +123,16 @@ def run_task(rt: Runtime, task: dict[str, Any], owner: str, dest: Path | None = 
 
     try:
         rows = rt.store.read(write)
+        # Only the lease holder may publish: a worker that stalled past its lease must not replace the file
+        # another worker already finished.
+        _heartbeat(rt, task["id"], owner, lease, rows)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    rt.store.write(lambda conn: jobs_repo.finish_task(conn, task["id"], owner, status="done", rows=rows,
-                                                      file=str(final.resolve()), finished_at=rt.clock.now()))
+    finished = rt.store.write(lambda conn: jobs_repo.finish_task(
+        conn, task["id"], owner, status="done", rows=rows, file=str(final.resolve()), finished_at=rt.clock.now()))
+    if not finished:
+        raise LeaseLost(f"export {task['id']} was taken over by another worker")
     return rows
 
 
@@ -161,9 +166,15 @@ def process_queue(rt: Runtime, owner: str, limit: int = 10) -> int:
 
 
 def cleanup(rt: Runtime) -> int:
-    """Delete export files older than the retention period; their tasks become `expired`."""
+    """Delete export files older than the retention period (their tasks become `expired`), and partial files
+    left by workers that died mid-export."""
     before = rt.clock.now() - timedelta(hours=rt.settings.export_retention_hours)
     removed = 0
+    export_dir = Path(rt.settings.export_dir)
+    if export_dir.is_dir():
+        for part in export_dir.glob("*.part"):
+            if part.stat().st_mtime < before.timestamp():
+                part.unlink(missing_ok=True)
     for task in rt.store.read(lambda conn: jobs_repo.old_done_tasks(conn, before)):
         if task["file"]:
             Path(task["file"]).unlink(missing_ok=True)

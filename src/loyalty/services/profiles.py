@@ -135,7 +135,17 @@ def _apply_data(profile: Profile, database: Database, data: dict[str, Any]) -> N
         raise InvalidParameter("data", "; ".join(problems))
 
 
+# Column sizes of the profiles tables (storage/tables.py): longer values are refused, never truncated.
+MAX_EMAIL, MAX_NAME, MAX_VALUE = 320, 200, 500
+
+
+def _check_length(name: str, value: Any, limit: int) -> None:
+    if isinstance(value, str) and len(value) > limit:
+        raise InvalidParameter(f"data.{name}", f"is longer than {limit} characters")
+
+
 def _apply_field(profile: Profile, database: Database, key: str, value: Any) -> None:
+    _check_length(key, value, {"email": MAX_EMAIL, "_fname": MAX_NAME, "_lname": MAX_NAME}.get(key, MAX_VALUE))
     if key == "email":
         profile.email = check_email(value, "data.email") if value not in (None, "") else None
     elif key in ("phones", "phone"):
