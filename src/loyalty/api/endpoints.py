@@ -107,15 +107,13 @@ def _profile_add(rt: Runtime, p: Principal, cmd: ProfileAddCmd) -> dict[str, Any
 
 def _profile_import(create: bool) -> Handler:
     def handler(rt: Runtime, p: Principal, cmd: ProfileImportCmd) -> dict[str, Any]:
-        lookup = cmd.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})
-        return {"profile_id": profiles.import_(rt, p, cmd.db_id, lookup, cmd.data, create)}
+        return {"profile_id": profiles.import_(rt, p, cmd.db_id, cmd.lookup(), cmd.data, create)}
 
     return handler
 
 
 def _profile_get(rt: Runtime, p: Principal, cmd: ProfileGetCmd) -> dict[str, Any]:
-    lookup = cmd.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})
-    return {"data": profiles.get(rt, p, cmd.db_id, lookup)}
+    return {"data": profiles.get(rt, p, cmd.db_id, cmd.lookup())}
 
 
 ENDPOINTS: list[Endpoint] = [

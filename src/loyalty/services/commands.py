@@ -20,8 +20,9 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, str_strip_whitespace=True)
 
 
-class MemberParams(Params):
-    loyalty_program_id: StoreInt
+class LookupParams(Params):
+    """The matching group of altcraft-api.md §3: how to find the profile."""
+
     matching: str | None = None
     email: str | None = None
     phone: str | None = None
@@ -31,6 +32,10 @@ class MemberParams(Params):
 
     def lookup(self) -> dict[str, Any]:
         return self.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})
+
+
+class MemberParams(LookupParams):
+    loyalty_program_id: StoreInt
 
 
 class CurrencyParams(Params):
@@ -84,26 +89,14 @@ class ProfileAddCmd(Params):
     skip_triggers: bool = False
 
 
-class ProfileImportCmd(Params):
+class ProfileImportCmd(LookupParams):
     db_id: StoreInt
-    matching: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    profile_id: str | None = None
-    field_name: str | None = None
-    field_value: str | int | None = None
     data: dict[str, Any]
     skip_triggers: bool = False
 
 
-class ProfileGetCmd(Params):
+class ProfileGetCmd(LookupParams):
     db_id: StoreInt
-    matching: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    profile_id: str | None = None
-    field_name: str | None = None
-    field_value: str | int | None = None
 
 
 class TiersCmd(MemberParams):
@@ -148,20 +141,11 @@ class OrderData(Params):
     redeem_points: Any = None
 
 
-class PreorderCmd(Params):
+class PreorderCmd(LookupParams):
     external_id: Eid
     loyalty_program_id: StoreInt | None = None
-    matching: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    profile_id: str | None = None
-    field_name: str | None = None
-    field_value: str | int | None = None
     data: OrderData
     skip_triggers: bool = False
-
-    def lookup(self) -> dict[str, Any]:
-        return self.model_dump(include={"matching", "email", "phone", "profile_id", "field_name", "field_value"})
 
 
 class ExportCmd(CurrencyParams):

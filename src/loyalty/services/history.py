@@ -19,7 +19,7 @@ from loyalty.domain.model import Account, Currency, Txn
 from loyalty.domain.points import format_amount
 from loyalty.services.commands import ExpiringCmd, HistoryCmd
 from loyalty.services.json_values import loads_exact
-from loyalty.services.ledger import Target, resolve, settle_account
+from loyalty.services.ledger import Target, resolve, settled
 from loyalty.services.lookup import active_member
 from loyalty.services.runtime import Runtime
 from loyalty.services.tokens import Principal
@@ -29,18 +29,13 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 def _account_now(rt: Runtime, principal: Principal, cmd: Any) -> tuple[Target, Account | None]:
-    now = rt.clock.now()
-
     def read(conn: Connection) -> tuple[Target, Account | None]:
         target = resolve(conn, principal, cmd, for_write=False, currency_required=True)
         active_member(conn, target.program.id, target.profile_id)
         return target, ledger_repo.read_account(conn, target.program.id, target.profile_id, target.currency.iid)
 
     target, account = rt.store.read(read)
-    if account is not None and account.next_event_at is not None and account.next_event_at <= now:
-        account = rt.store.write(lambda conn: settle_account(conn, target.program.id, target.profile_id,
-                                                            target.currency, rt.clock.now()))
-    return target, account
+    return target, settled(rt, target, account)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from loyalty.domain.errors import (
     TransactionNotFound,
 )
 from loyalty.domain.ledger_rules import check_cancel, check_commit, check_rollback
-from loyalty.domain.model import Currency, Program, Txn
+from loyalty.domain.model import Account, Currency, Program, Txn
 from loyalty.domain.points import format_amount, parse_amount
 from loyalty.domain.promotions import Promotion, amount_under_rule
 from loyalty.services import promotions
@@ -321,7 +321,6 @@ class Balances:
 
 def balance(rt: Runtime, principal: Principal, cmd: BalanceCmd) -> Balances:
     principal.require("loyalty:read")
-    now = rt.clock.now()
 
     def read(conn: Connection) -> tuple[Target, Any]:
         target = resolve(conn, principal, cmd, for_write=False)
@@ -329,9 +328,7 @@ def balance(rt: Runtime, principal: Principal, cmd: BalanceCmd) -> Balances:
         return target, ledger_repo.read_account(conn, target.program.id, target.profile_id, target.currency.iid)
 
     target, account = rt.store.read(read)
-    if account is not None and account.next_event_at is not None and account.next_event_at <= now:
-        account = rt.store.write(lambda conn: settle_account(conn, target.program.id, target.profile_id,
-                                                            target.currency, rt.clock.now()))
+    account = settled(rt, target, account)
     p = target.currency.precision
     if account is None:
         zero = format_amount(0, p)
@@ -340,6 +337,14 @@ def balance(rt: Runtime, principal: Principal, cmd: BalanceCmd) -> Balances:
         format_amount(account.total, p), format_amount(account.active, p), format_amount(account.pending, p),
         format_amount(account.held, p), format_amount(account.temp_accrued, p),
     )
+
+
+def settled(rt: Runtime, target: Target, account: Account | None) -> Account | None:
+    """The account as of now: when a time-dependent event is due, settle it (a write) before answering."""
+    if account is None or account.next_event_at is None or account.next_event_at > rt.clock.now():
+        return account
+    return rt.store.write(lambda conn: settle_account(conn, target.program.id, target.profile_id, target.currency,
+                                                     rt.clock.now()))
 
 
 def settle_account(conn: Connection, program_id: int, profile_id: str, currency: Currency, now: datetime) -> Any:

@@ -17,6 +17,13 @@ from loyalty.services.tokens import Principal
 from loyalty.storage import catalog_repo, members_repo
 
 
+def _find(conn: Connection, principal: Principal, cmd: RegisterCmd | DeleteCmd, for_write: bool) -> tuple[int, str]:
+    """The program (with the token's access) and the matched profile of a membership request."""
+    program = program_for(conn, principal, cmd.loyalty_program_id, for_write=for_write)
+    database = database_for_program(conn, program)
+    return program.id, find_profile_id(conn, database, MatchQuery.from_params(cmd.lookup()))
+
+
 def register(rt: Runtime, principal: Principal, cmd: RegisterCmd) -> str:
     """Enrol the matched profile; idempotent. The first enrolment ever credits each initial balance."""
     principal.require("loyalty:write")
@@ -25,12 +32,7 @@ def register(rt: Runtime, principal: Principal, cmd: RegisterCmd) -> str:
     if registered_at > now:
         raise InvalidParameter("registration_date", "must not be in the future")
 
-    def find(conn: Connection) -> tuple[int, str]:
-        program = program_for(conn, principal, cmd.loyalty_program_id, for_write=True)
-        database = database_for_program(conn, program)
-        return program.id, find_profile_id(conn, database, MatchQuery.from_params(cmd.lookup()))
-
-    program_id, profile_id = rt.store.read(find)
+    program_id, profile_id = rt.store.read(lambda conn: _find(conn, principal, cmd, for_write=True))
 
     def work(conn: Connection) -> str:
         member = members_repo.get(conn, program_id, profile_id, lock=True)
@@ -67,12 +69,7 @@ def delete(rt: Runtime, principal: Principal, cmd: DeleteCmd) -> str:
     """Remove the membership; each account's remaining points are forfeited. History is kept."""
     principal.require("loyalty:write")
 
-    def find(conn: Connection) -> tuple[int, str]:
-        program = program_for(conn, principal, cmd.loyalty_program_id, for_write=False)
-        database = database_for_program(conn, program)
-        return program.id, find_profile_id(conn, database, MatchQuery.from_params(cmd.lookup()))
-
-    program_id, profile_id = rt.store.read(find)
+    program_id, profile_id = rt.store.read(lambda conn: _find(conn, principal, cmd, for_write=False))
 
     def work(conn: Connection) -> str:
         member = members_repo.get(conn, program_id, profile_id, lock=True)

@@ -19,7 +19,7 @@ from loyalty.services.book import Book
 from loyalty.services.commands import OrderData, PreorderCmd
 from loyalty.services.ids import new_txn_id
 from loyalty.services.json_values import dumps_ordered
-from loyalty.services.ledger import settle_account
+from loyalty.services.ledger import Target, settled
 from loyalty.services.lookup import (
     MatchQuery,
     active_member,
@@ -126,9 +126,7 @@ def preorder(rt: Runtime, principal: Principal, cmd: PreorderCmd) -> dict[str, A
     order = _prepare(rt, principal, cmd, for_write=False)
     account = rt.store.read(lambda conn: ledger_repo.read_account(conn, order.program.id, order.profile_id,
                                                                   order.currency.iid))
-    if account is not None and account.next_event_at is not None and account.next_event_at <= rt.clock.now():
-        account = rt.store.write(lambda conn: settle_account(conn, order.program.id, order.profile_id,
-                                                            order.currency, rt.clock.now()))
+    account = settled(rt, Target(order.program, order.currency, order.profile_id), account)
     active = account.active if account is not None else 0
     q = calc.quote(order.lines, order.delivery, order.settings, order.money_exp, order.currency.precision,
                    active, order.redeem)

@@ -291,7 +291,7 @@ def all_accounts(conn: Connection, program_id: int | None = None) -> list[Accoun
     return [_account(r) for r in conn.execute(stmt)]
 
 
-def held_by_open_holds(conn: Connection, a: Account) -> int:
+def _open_temp_sum(conn: Connection, a: Account, types: tuple[str, ...]) -> int:
     return int(
         conn.execute(
             select(func.coalesce(func.sum(transactions.c.amount), 0)).where(
@@ -299,24 +299,18 @@ def held_by_open_holds(conn: Connection, a: Account) -> int:
                 transactions.c.profile_id == a.profile_id,
                 transactions.c.currency_iid == a.currency_iid,
                 transactions.c.status == "temp",
-                transactions.c.type.in_(("redemption", "order_redemption")),
+                transactions.c.type.in_(types),
             )
         ).scalar_one()
     )
+
+
+def held_by_open_holds(conn: Connection, a: Account) -> int:
+    return _open_temp_sum(conn, a, ("redemption", "order_redemption"))
 
 
 def temp_accrued_open(conn: Connection, a: Account) -> int:
-    return int(
-        conn.execute(
-            select(func.coalesce(func.sum(transactions.c.amount), 0)).where(
-                transactions.c.program_id == a.program_id,
-                transactions.c.profile_id == a.profile_id,
-                transactions.c.currency_iid == a.currency_iid,
-                transactions.c.status == "temp",
-                transactions.c.type.in_(("accrual", "order_accrual")),
-            )
-        ).scalar_one()
-    )
+    return _open_temp_sum(conn, a, ("accrual", "order_accrual"))
 
 
 def lot_sums(conn: Connection, a: Account) -> dict[str, int]:
