@@ -12,7 +12,7 @@ from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, tuple_, update
 
 from loyalty.domain.model import Account, Lot, Txn
 from loyalty.storage.tables import accounts, consumptions, lots, postings, transactions
@@ -140,6 +140,15 @@ def accounts_with_due_events(conn: Connection, now: datetime, limit: int) -> lis
         .where(accounts.c.next_event_at <= now)
         .order_by(accounts.c.next_event_at)
         .limit(limit)
+    )
+    return [(r.program_id, r.profile_id, r.currency_iid) for r in rows]
+
+
+def due_among(conn: Connection, keys: list[tuple[int, str, int]], now: datetime) -> list[tuple[int, str, int]]:
+    rows = conn.execute(
+        select(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid).where(
+            tuple_(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid).in_(keys),
+            accounts.c.next_event_at <= now)
     )
     return [(r.program_id, r.profile_id, r.currency_iid) for r in rows]
 

@@ -1,0 +1,76 @@
+"""The background sweep expires lots set-based, a batch of accounts at a time, with the same effect as reading
+each account: one expiration transaction per account, balances and journal consistent, nothing left due."""
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from loyalty.services import ledger, members, profiles, tokens
+from loyalty.services.commands import AccrueCmd, BalanceCmd, RedeemCmd, RegisterCmd
+from loyalty.services.sweeper import sweep_all
+from loyalty.services.verify import verify_all
+from loyalty.storage.tables import accounts, transactions
+
+ADMIN = tokens.Principal(1, "t", frozenset(tokens.ROLES), None, None)
+
+
+def _member(rt, i):
+    email = f"sweep{i}@example.com"
+    profiles.add(rt, ADMIN, 1, {"email": email})
+    members.register(rt, ADMIN, RegisterCmd(loyalty_program_id=123, matching="email", email=email))
+    return email
+
+
+def test_a_batched_sweep_expires_every_due_lot_once_and_keeps_every_invariant(rt, program, clock):
+    emails = [_member(rt, i) for i in range(7)]  # initial balance 50.00 each, expiring in 365 days
+    for i, email in enumerate(emails):
+        # a lot expiring in 5 days, and a pending one whose activation and expiry both pass unseen
+        ledger.accrue(rt, ADMIN, AccrueCmd(loyalty_program_id=123, matching="email", email=email, amount="10",
+                                           expiration_date="2025-01-20T12:00:00Z"))
+        ledger.accrue(rt, ADMIN, AccrueCmd(loyalty_program_id=123, matching="email", email=email, amount="5",
+                                           activation_date="2025-01-17T00:00:00Z",
+                                           expiration_date="2025-01-18T00:00:00Z"))
+        if i % 2:
+            # a hold on the soonest-expiring points: held points never expire by the sweep
+            ledger.redeem(rt, ADMIN, RedeemCmd(loyalty_program_id=123, matching="email", email=email, amount="4",
+                                               is_temp=True, temp_timeout_sec=604800))
+    clock.advance(timedelta(days=6))  # the holds (7 days) are still open
+    assert sweep_all(rt, batch=3) == 7  # three batches: 3 + 3 + 1 accounts
+
+    def count_expirations(conn):
+        return conn.execute(select(func.count()).select_from(transactions)
+                            .where(transactions.c.type == "expiration")).scalar_one()
+
+    def still_due(conn):
+        return conn.execute(select(func.count()).select_from(accounts)
+                            .where(accounts.c.next_event_at <= clock.now())).scalar_one()
+
+    assert rt.store.read(count_expirations) == 7  # one per account and run, pending and active together
+    assert rt.store.read(still_due) == 0
+    assert not verify_all(rt).problems
+    for i, email in enumerate(emails):
+        b = ledger.balance(rt, ADMIN, BalanceCmd(loyalty_program_id=123, matching="email", email=email))
+        if i % 2:
+            # 4 of the 10 were held before expiry: 6 expired, the hold keeps 4
+            assert (b.active, b.held, b.pending) == ("50.00", "4.00", "0.00")
+        else:
+            assert (b.active, b.held, b.pending) == ("50.00", "0.00", "0.00")
+    assert sweep_all(rt) == 0  # a second sweep finds nothing to do
+
+
+def test_a_sweep_also_resolves_temp_deadlines_and_activations_of_the_same_accounts(rt, program, clock):
+    email = _member(rt, 0)
+    held = ledger.redeem(rt, ADMIN, RedeemCmd(loyalty_program_id=123, matching="email", email=email, amount="20",
+                                              is_temp=True, temp_timeout_sec=60))
+    ledger.accrue(rt, ADMIN, AccrueCmd(loyalty_program_id=123, matching="email", email=email, amount="7",
+                                       activation_date="2025-01-16T00:00:00Z"))
+    clock.advance(timedelta(days=2))
+    assert sweep_all(rt) == 1
+
+    def status(conn):
+        return conn.execute(select(transactions.c.status).where(transactions.c.id == held.transaction_id)).scalar()
+
+    assert rt.store.read(status) == "rolled_back"
+    b = ledger.balance(rt, ADMIN, BalanceCmd(loyalty_program_id=123, matching="email", email=email))
+    assert (b.active, b.pending, b.held) == ("57.00", "0.00", "0.00")
+    assert not verify_all(rt).problems
