@@ -275,68 +275,11 @@ def insert_postings(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(insert(postings), rows)
 
 
-def journal_sums(conn: Connection, a: Account) -> dict[str, int]:
-    row = conn.execute(
-        select(
-            func.coalesce(func.sum(postings.c.d_active), 0).label("active"),
-            func.coalesce(func.sum(postings.c.d_pending), 0).label("pending"),
-            func.coalesce(func.sum(postings.c.d_held), 0).label("held"),
-            func.coalesce(func.sum(postings.c.d_temp), 0).label("temp_accrued"),
-            func.coalesce(func.sum(postings.c.d_debt), 0).label("debt"),
-        ).where(
-            postings.c.program_id == a.program_id,
-            postings.c.profile_id == a.profile_id,
-            postings.c.currency_iid == a.currency_iid,
-        )
-    ).first()
-    assert row is not None
-    return {k: int(v) for k, v in row._mapping.items()}
-
-
 def all_accounts(conn: Connection, program_id: int | None = None) -> list[Account]:
     stmt = select(accounts).order_by(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid)
     if program_id is not None:
         stmt = stmt.where(accounts.c.program_id == program_id)
     return [_account(r) for r in conn.execute(stmt)]
-
-
-def _open_temp_sum(conn: Connection, a: Account, types: tuple[str, ...]) -> int:
-    return int(
-        conn.execute(
-            select(func.coalesce(func.sum(transactions.c.amount), 0)).where(
-                transactions.c.program_id == a.program_id,
-                transactions.c.profile_id == a.profile_id,
-                transactions.c.currency_iid == a.currency_iid,
-                transactions.c.status == "temp",
-                transactions.c.type.in_(types),
-            )
-        ).scalar_one()
-    )
-
-
-def held_by_open_holds(conn: Connection, a: Account) -> int:
-    return _open_temp_sum(conn, a, ("redemption", "order_redemption"))
-
-
-def temp_accrued_open(conn: Connection, a: Account) -> int:
-    return _open_temp_sum(conn, a, ("accrual", "order_accrual"))
-
-
-def lot_sums(conn: Connection, a: Account) -> dict[str, int]:
-    """Σ remaining of active and pending lots, Σ held, and the count of lots out of bounds."""
-    from sqlalchemy import case
-
-    row = conn.execute(
-        select(
-            func.coalesce(func.sum(case((lots.c.is_active.is_(True), lots.c.remaining), else_=0)), 0),
-            func.coalesce(func.sum(case((lots.c.is_active.is_(False), lots.c.remaining), else_=0)), 0),
-            func.coalesce(func.sum(lots.c.held), 0),
-            func.coalesce(func.sum(case((or_(lots.c.remaining < 0, lots.c.remaining > lots.c.original,
-                                             lots.c.held < 0), 1), else_=0)), 0),
-        ).where(_lots_of(a))
-    ).first()
-    assert row is not None
-    return {"active": int(row[0]), "pending": int(row[1]), "held": int(row[2]), "bad_lots": int(row[3])}
 
 
 def history_page(conn: Connection, a_program: int, profile_id: str, currency_iid: int, after_id: str | None,
@@ -391,3 +334,44 @@ def export_count(conn: Connection, program_id: int, currency_iid: int, date_from
     if after_id is not None:
         stmt = stmt.where(transactions.c.id > after_id)
     return int(conn.execute(stmt).scalar_one())
+
+
+# --- whole-store sums for `loyalty verify` (grouped queries: cost grows with the store, not per account) ------
+
+_ACCOUNT_KEY = ("program_id", "profile_id", "currency_iid")
+
+
+def _grouped(conn: Connection, table: Any, columns: list[Any], *where: Any) -> dict[tuple[int, str, int], tuple]:
+    keys = [table.c[k] for k in _ACCOUNT_KEY]
+    stmt = select(*keys, *columns).where(*where).group_by(*keys)
+    return {(r[0], r[1], r[2]): tuple(int(v or 0) for v in r[3:]) for r in conn.execute(stmt)}
+
+
+def all_lot_sums(conn: Connection, program_id: int | None) -> dict[tuple[int, str, int], tuple]:
+    from sqlalchemy import case
+
+    where = [lots.c.program_id == program_id] if program_id is not None else []
+    return _grouped(conn, lots, [
+        func.sum(case((lots.c.is_active.is_(True), lots.c.remaining), else_=0)),
+        func.sum(case((lots.c.is_active.is_(False), lots.c.remaining), else_=0)),
+        func.sum(lots.c.held),
+        func.sum(case((or_(lots.c.remaining < 0, lots.c.remaining > lots.c.original, lots.c.held < 0), 1), else_=0)),
+    ], *where)
+
+
+def all_journal_sums(conn: Connection, program_id: int | None) -> dict[tuple[int, str, int], tuple]:
+    where = [postings.c.program_id == program_id] if program_id is not None else []
+    return _grouped(conn, postings, [func.sum(postings.c.d_active), func.sum(postings.c.d_pending),
+                                     func.sum(postings.c.d_held), func.sum(postings.c.d_temp),
+                                     func.sum(postings.c.d_debt)], *where)
+
+
+def all_open_temp_sums(conn: Connection, program_id: int | None) -> dict[tuple[int, str, int], tuple]:
+    from sqlalchemy import case
+
+    where = [transactions.c.status == "temp"]
+    if program_id is not None:
+        where.append(transactions.c.program_id == program_id)
+    debit = transactions.c.type.in_(("redemption", "order_redemption"))
+    return _grouped(conn, transactions, [func.sum(case((debit, transactions.c.amount), else_=0)),
+                                         func.sum(case((debit, 0), else_=transactions.c.amount))], *where)
