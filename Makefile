@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/ruff check src tests
 
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/loyalty bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -212,6 +212,18 @@ def verify() -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(store: list[str] = typer.Option(["sqlite", "postgresql"], help="Stores to benchmark; repeatable."),
+          members: int = typer.Option(100_000, help="Members to seed."),
+          history: int = typer.Option(1_000_000, help="Transactions in the long history member."),
+          seconds: float = typer.Option(10.0, help="Duration of each scenario."),
+          out: Path = typer.Option(Path("bench/results"), help="Where the JSON results go.")) -> None:
+    """Benchmark the server over real HTTP against the raw store ceiling measured in the same run."""
+    from loyalty.benchmark.run import main as run_bench
+
+    run_bench(list(store), members, history, seconds, out)
+
+
 def main() -> None:
     try:
         app()
