@@ -68,8 +68,8 @@ class Book:
         self._dirty = True
 
     def finish(self) -> None:
-        if self.earned_changed:
-            # Tier membership follows qualification points in the same store transaction.
+        if self.earned_changed and not self.currency.spendable:
+            # Tier membership follows qualification points (tier groups read only those) in the same transaction.
             from loyalty.services import tiers
 
             tiers.evaluate_member(self.conn, self.a.program_id, self.a.profile_id, self.now,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from loyalty.domain.model import Currency, Database, FieldDef, Program
 from loyalty.storage.tables import (
@@ -19,15 +19,19 @@ from loyalty.storage.tables import (
     tiers,
 )
 
+_GET_DATABASE = select(databases).where(databases.c.id == bindparam("k_id"))
+_DATABASE_FIELDS = select(db_fields).where(db_fields.c.db_id == bindparam("k_id"))
+_GET_PROGRAM = select(programs).where(programs.c.id == bindparam("k_id"))
+_PROGRAM_CURRENCIES = (select(currencies).where(currencies.c.program_id == bindparam("k_id"),
+                                                currencies.c.status == "active").order_by(currencies.c.iid))
+
 
 def get_database(conn: Connection, db_id: int) -> Database | None:
-    row = conn.execute(select(databases).where(databases.c.id == db_id)).first()
+    row = conn.execute(_GET_DATABASE, {"k_id": db_id}).first()
     if row is None:
         return None
-    fields = {
-        f.name: FieldDef(f.name, f.type, bool(f.is_unique))
-        for f in conn.execute(select(db_fields).where(db_fields.c.db_id == db_id))
-    }
+    fields = {f.name: FieldDef(f.name, f.type, bool(f.is_unique))
+              for f in conn.execute(_DATABASE_FIELDS, {"k_id": db_id})}
     return Database(row.id, row.name, fields)
 
 
@@ -52,7 +56,7 @@ def _program(row: Any) -> Program:
 
 
 def get_program(conn: Connection, program_id: int) -> Program | None:
-    row = conn.execute(select(programs).where(programs.c.id == program_id)).first()
+    row = conn.execute(_GET_PROGRAM, {"k_id": program_id}).first()
     return _program(row) if row else None
 
 
@@ -76,12 +80,7 @@ def _currency(row: Any) -> Currency:
 
 
 def program_currencies(conn: Connection, program_id: int) -> list[Currency]:
-    rows = conn.execute(
-        select(currencies)
-        .where(currencies.c.program_id == program_id, currencies.c.status == "active")
-        .order_by(currencies.c.iid)
-    )
-    return [_currency(r) for r in rows]
+    return [_currency(r) for r in conn.execute(_PROGRAM_CURRENCIES, {"k_id": program_id})]
 
 
 # --- writes used by `loyalty apply` -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, tuple_, update
 
 from loyalty.domain.model import Account, Lot, Txn
 from loyalty.storage.tables import accounts, consumptions, lots, postings, transactions
@@ -35,33 +35,51 @@ def _account_where(program_id: int, profile_id: str, currency_iid: int) -> Any:
     )
 
 
+# Hot-path statements are built once: building a SQLAlchemy statement costs more than running it on SQLite.
+_KEY = and_(accounts.c.program_id == bindparam("k_program"), accounts.c.profile_id == bindparam("k_profile"),
+            accounts.c.currency_iid == bindparam("k_currency"))
+_READ_ACCOUNT = select(accounts).where(_KEY)
+_LOCK_ACCOUNT = _READ_ACCOUNT.with_for_update()
+_NEW_ACCOUNT = insert(accounts)
+_SAVE_ACCOUNT = update(accounts).where(_KEY).values(
+    active=bindparam("v_active"), pending=bindparam("v_pending"), held=bindparam("v_held"),
+    temp_accrued=bindparam("v_temp"), debt=bindparam("v_debt"),
+    next_event_at=bindparam("v_next", type_=accounts.c.next_event_at.type), txn_count=bindparam("v_count"),
+    earned=bindparam("v_earned"), version=bindparam("v_version"),
+)
+_INSERT_TXN = insert(transactions)
+_INSERT_LOT = insert(lots)
+_GET_TXN = select(transactions).where(transactions.c.id == bindparam("k_id"))
+_TXN_BY_EID = select(transactions).where(transactions.c.program_id == bindparam("k_program"),
+                                         transactions.c.eid == bindparam("k_eid"))
+
+
+def _key(program_id: int, profile_id: str, currency_iid: int) -> dict[str, Any]:
+    return {"k_program": program_id, "k_profile": profile_id, "k_currency": currency_iid}
+
+
 def read_account(conn: Connection, program_id: int, profile_id: str, currency_iid: int) -> Account | None:
-    row = conn.execute(select(accounts).where(_account_where(program_id, profile_id, currency_iid))).first()
+    row = conn.execute(_READ_ACCOUNT, _key(program_id, profile_id, currency_iid)).first()
     return _account(row) if row else None
 
 
 def lock_account(conn: Connection, program_id: int, profile_id: str, currency_iid: int) -> Account:
     """Return the account locked for this transaction, creating it on first use."""
-    stmt = select(accounts).where(_account_where(program_id, profile_id, currency_iid))
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).first()
+    stmt = _LOCK_ACCOUNT if conn.dialect.name == "postgresql" else _READ_ACCOUNT
+    row = conn.execute(stmt, _key(program_id, profile_id, currency_iid)).first()
     if row is not None:
         return _account(row)
     # A concurrent creator makes this insert fail; the unit of work retries and the SELECT then finds the row.
-    conn.execute(insert(accounts).values(program_id=program_id, profile_id=profile_id, currency_iid=currency_iid))
+    conn.execute(_NEW_ACCOUNT, {"program_id": program_id, "profile_id": profile_id, "currency_iid": currency_iid})
     return Account(program_id, profile_id, currency_iid)
 
 
 def save_account(conn: Connection, a: Account) -> None:
-    conn.execute(
-        update(accounts)
-        .where(_account_where(a.program_id, a.profile_id, a.currency_iid))
-        .values(
-            active=a.active, pending=a.pending, held=a.held, temp_accrued=a.temp_accrued, debt=a.debt,
-            next_event_at=a.next_event_at, txn_count=a.txn_count, earned=a.earned, version=a.version + 1,
-        )
-    )
+    conn.execute(_SAVE_ACCOUNT, {
+        **_key(a.program_id, a.profile_id, a.currency_iid), "v_active": a.active, "v_pending": a.pending,
+        "v_held": a.held, "v_temp": a.temp_accrued, "v_debt": a.debt, "v_next": a.next_event_at,
+        "v_count": a.txn_count, "v_earned": a.earned, "v_version": a.version + 1,
+    })
 
 
 def member_accounts(conn: Connection, program_id: int, profile_id: str) -> list[Account]:
@@ -80,7 +98,7 @@ def _txn(row: Any) -> Txn:
 
 
 def insert_txn(conn: Connection, t: Txn) -> None:
-    conn.execute(insert(transactions).values(**asdict(t)))
+    conn.execute(_INSERT_TXN, asdict(t))
 
 
 def update_txn(conn: Connection, txn_id: str, **values: Any) -> None:
@@ -88,14 +106,12 @@ def update_txn(conn: Connection, txn_id: str, **values: Any) -> None:
 
 
 def get_txn(conn: Connection, txn_id: str) -> Txn | None:
-    row = conn.execute(select(transactions).where(transactions.c.id == txn_id)).first()
+    row = conn.execute(_GET_TXN, {"k_id": txn_id}).first()
     return _txn(row) if row else None
 
 
 def txn_by_eid(conn: Connection, program_id: int, eid: str) -> Txn | None:
-    row = conn.execute(
-        select(transactions).where(transactions.c.program_id == program_id, transactions.c.eid == eid)
-    ).first()
+    row = conn.execute(_TXN_BY_EID, {"k_program": program_id, "k_eid": eid}).first()
     return _txn(row) if row else None
 
 
@@ -169,14 +185,12 @@ def _lots_of(a: Account) -> Any:
 
 
 def insert_lot(conn: Connection, a: Account, lot: Lot) -> None:
-    conn.execute(
-        insert(lots).values(
-            id=lot.id, program_id=a.program_id, profile_id=a.profile_id, currency_iid=a.currency_iid,
-            original=lot.original, remaining=lot.remaining, held=lot.held, expired=lot.expired,
-            activates_at=lot.activates_at, expires_at=lot.expires_at, is_active=lot.is_active,
-            cancelled=lot.cancelled, created_at=lot.created_at,
-        )
-    )
+    conn.execute(_INSERT_LOT, {
+        "id": lot.id, "program_id": a.program_id, "profile_id": a.profile_id, "currency_iid": a.currency_iid,
+        "original": lot.original, "remaining": lot.remaining, "held": lot.held, "expired": lot.expired,
+        "activates_at": lot.activates_at, "expires_at": lot.expires_at, "is_active": lot.is_active,
+        "cancelled": lot.cancelled, "created_at": lot.created_at,
+    })
 
 
 def save_lot(conn: Connection, lot: Lot) -> None:

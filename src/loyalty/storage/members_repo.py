@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from loyalty.domain.model import Member
 from loyalty.storage.tables import members
 
+_GET = select(members).where(members.c.program_id == bindparam("k_program"),
+                             members.c.profile_id == bindparam("k_profile"))
+_LOCK = _GET.with_for_update()
+
 
 def get(conn: Connection, program_id: int, profile_id: str, lock: bool = False) -> Member | None:
-    stmt = select(members).where(members.c.program_id == program_id, members.c.profile_id == profile_id)
-    if lock and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).first()
+    stmt = _LOCK if lock and conn.dialect.name == "postgresql" else _GET
+    row = conn.execute(stmt, {"k_program": program_id, "k_profile": profile_id}).first()
     if row is None:
         return None
     return Member(row.program_id, row.profile_id, row.status, row.registered_at, row.first_registered_at)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from loyalty.domain.model import Profile
 from loyalty.storage.tables import profile_phones, profile_values, profiles
@@ -25,23 +25,24 @@ def _profile(row: Any) -> Profile:
     )
 
 
+_GET = select(profiles).where(profiles.c.id == bindparam("k_id"), profiles.c.db_id == bindparam("k_db"))
+_BY_EMAIL = select(profiles.c.id).where(profiles.c.db_id == bindparam("k_db"),
+                                        profiles.c.email_norm == bindparam("k_value")).limit(2)
+_BY_PHONE = select(profile_phones.c.profile_id).where(profile_phones.c.db_id == bindparam("k_db"),
+                                                      profile_phones.c.phone == bindparam("k_value")).limit(2)
+
+
 def get(conn: Connection, db_id: int, profile_id: str) -> Profile | None:
-    row = conn.execute(select(profiles).where(profiles.c.id == profile_id, profiles.c.db_id == db_id)).first()
+    row = conn.execute(_GET, {"k_id": profile_id, "k_db": db_id}).first()
     return _profile(row) if row else None
 
 
 def ids_by_email(conn: Connection, db_id: int, email_norm: str) -> list[str]:
-    stmt = select(profiles.c.id).where(profiles.c.db_id == db_id, profiles.c.email_norm == email_norm).limit(2)
-    return list(conn.execute(stmt).scalars())
+    return list(conn.execute(_BY_EMAIL, {"k_db": db_id, "k_value": email_norm}).scalars())
 
 
 def ids_by_phone(conn: Connection, db_id: int, phone: str) -> list[str]:
-    stmt = (
-        select(profile_phones.c.profile_id)
-        .where(profile_phones.c.db_id == db_id, profile_phones.c.phone == phone)
-        .limit(2)
-    )
-    return list(conn.execute(stmt).scalars())
+    return list(conn.execute(_BY_PHONE, {"k_db": db_id, "k_value": phone}).scalars())
 
 
 def ids_by_value(conn: Connection, db_id: int, field: str, value: str, limit: int = 2) -> list[str]:

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 
 from loyalty.storage.tables import tokens
 
@@ -23,8 +23,11 @@ def insert(conn: Connection, name: str, token_hash: str, prefix: str, roles: lis
     return int(result.scalar_one())
 
 
+_BY_HASH = select(tokens).where(tokens.c.token_hash == bindparam("k_hash"))
+
+
 def by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | None:
-    row = conn.execute(select(tokens).where(tokens.c.token_hash == token_hash)).mappings().first()
+    row = conn.execute(_BY_HASH, {"k_hash": token_hash}).mappings().first()
     return dict(row) if row else None
 
 
