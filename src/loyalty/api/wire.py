@@ -7,7 +7,6 @@ error into the envelope in the negotiated format, with the HTTP status equal to 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -30,14 +29,6 @@ SUCCESS = "Successful operation"
 _STATUS_FROM_ERROR = {400, 401, 403, 404, 409, 413, 422, 429, 500, 503}
 JSON_TYPE = "application/json; charset=utf-8"
 XML_TYPE = "application/xml; charset=utf-8"
-
-
-@dataclass
-class WireRequest:
-    params: dict[str, Any]
-    body_format: str  # "json" | "xml"
-    response_format: str
-    token: str | None
 
 
 def body_format_of(request: Request, body: bytes) -> str:

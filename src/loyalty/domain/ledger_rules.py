@@ -1,8 +1,8 @@
 """Rules of the ledger that need no store: which lots a spend takes from, and which state moves are allowed.
 
 Consumption order (engine.md §2): soonest expiration first, never-expiring last, ties oldest first. The store
-returns candidate lots already in that order (see `consumption_key`); `plan_take` decides how much to take
-from each.
+returns candidate lots already in that order (`ledger_repo.spendable_lots`); `plan_take` decides how much to
+take from each.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ from loyalty.domain.errors import TransactionState
 from loyalty.domain.model import Lot, Txn
 
 _FAR_FUTURE = datetime.max.replace(year=9999)
-
-
-def consumption_key(lot: Lot) -> tuple[bool, datetime, datetime, str]:
-    return (lot.expires_at is None, lot.expires_at or _FAR_FUTURE.replace(tzinfo=lot.created_at.tzinfo),
-            lot.created_at, lot.id)
 
 
 def plan_take(lots: Iterable[Lot], amount: int) -> tuple[list[tuple[Lot, int]], int]:

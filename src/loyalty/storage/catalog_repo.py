@@ -35,11 +35,6 @@ def get_database(conn: Connection, db_id: int) -> Database | None:
     return Database(row.id, row.name, fields)
 
 
-def list_databases(conn: Connection) -> list[Database]:
-    ids = conn.execute(select(databases.c.id).order_by(databases.c.id)).scalars().all()
-    return [d for d in (get_database(conn, i) for i in ids) if d is not None]
-
-
 def _program(row: Any) -> Program:
     return Program(
         id=row.id,
@@ -97,14 +92,6 @@ def upsert_row(conn: Connection, table: Any, keys: dict[str, Any], values: dict[
         return "unchanged"
     conn.execute(update(table).where(*cond).values(**changed))
     return "updated"
-
-
-def field_names(conn: Connection, db_id: int) -> set[str]:
-    return set(conn.execute(select(db_fields.c.name).where(db_fields.c.db_id == db_id)).scalars())
-
-
-def delete_field(conn: Connection, db_id: int, name: str) -> None:
-    conn.execute(delete(db_fields).where(db_fields.c.db_id == db_id, db_fields.c.name == name))
 
 
 def other_active_program(conn: Connection, db_id: int, program_id: int) -> int | None:

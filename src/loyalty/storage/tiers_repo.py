@@ -92,14 +92,3 @@ def members_holding(conn: Connection, group_id: int, after: tuple[int, str] | No
     if after is not None:
         stmt = stmt.where(member_tiers.c.profile_id > after[1])
     return [(r.program_id, r.profile_id) for r in conn.execute(stmt)]
-
-
-def tier_member_counts(conn: Connection, group_id: int) -> dict[int, int]:
-    """How many members hold each tier as their current (highest) tier."""
-    top = (select(member_tiers.c.profile_id, func.max(tiers.c.threshold).label("threshold"))
-           .join(tiers, tiers.c.id == member_tiers.c.tier_id)
-           .where(member_tiers.c.group_id == group_id).group_by(member_tiers.c.profile_id).subquery())
-    rows = conn.execute(select(tiers.c.id, func.count()).join(top, and_(tiers.c.threshold == top.c.threshold,
-                                                                       tiers.c.group_id == group_id))
-                        .group_by(tiers.c.id))
-    return {r[0]: int(r[1]) for r in rows}
