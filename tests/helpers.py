@@ -91,3 +91,17 @@ class ApiClient:
                       **params)
         assert r.status == 200, r.body
         return r.data
+
+
+def ok(reply: Reply) -> Reply:
+    """The reply is a success in the contract's envelope."""
+    assert reply.status == 200 and int(reply.body["error"]) == 0, reply.body
+    return reply
+
+
+def assert_failure(reply: Reply, status: int, code: str) -> None:
+    """The reply is the contract's failure: HTTP status = `error`, the stable code, and an explanation."""
+    assert reply.status == status, reply.body
+    assert int(reply.body["error"]) == status, reply.body
+    assert reply.code == code, reply.body
+    assert reply.body["error_text"], reply.body

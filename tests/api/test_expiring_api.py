@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, assert_failure, ok
 
 EMAIL = "exp@example.com"
 MEMBER = {"loyalty_program_id": 123, "matching": "email", "email": EMAIL}
@@ -17,10 +17,6 @@ MARCH = "2025-03-01T00:00:00Z"  # lot A (30) expires here
 JUNE = "2025-06-01T00:00:00Z"  # lot B (20) expires here
 INITIAL_EXPIRY = "2026-01-15T12:00:00Z"  # the 50 initial stars (365 days after registration)
 
-
-def ok(reply: Any) -> Any:
-    assert reply.status == 200 and reply.error == 0, reply.body
-    return reply
 
 
 def expiring(api: ApiClient, date_from: str, date_to: str, fmt: str = "json", **params: Any) -> str:
@@ -44,12 +40,6 @@ def three_lots(api: ApiClient) -> tuple[str, str]:
     b = accrue(api, "20", expiration_date=JUNE)
     return a, b
 
-
-def assert_failure(reply: Any, status: int, code: str) -> None:
-    assert reply.status == status, reply.body
-    assert int(reply.body["error"]) == status
-    assert reply.code == code, reply.body
-    assert reply.body["error_text"]
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])

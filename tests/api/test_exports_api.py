@@ -27,7 +27,8 @@ from loyalty.services.json_values import dumps_canonical, loads_exact
 from loyalty.services.programfile_schema import validate_document
 from loyalty.storage import jobs_repo
 from loyalty.storage.tables import transactions
-from tests.helpers import ApiClient, Reply
+from tests.helpers import ApiClient, ok
+from tests.helpers import assert_failure as fail
 
 COLUMNS = [
     "transaction_id", "transaction_eid", "created_at", "transaction_type", "status", "amount", "balance_before",
@@ -46,15 +47,6 @@ def export_dir(rt, tmp_path: Path) -> Path:
     return path
 
 
-def ok(reply: Reply) -> Reply:
-    assert reply.status == 200 and int(reply.body["error"]) == 0, reply.body
-    return reply
-
-
-def fail(reply: Reply, status: int, code: str) -> None:
-    assert reply.status == status, reply.body
-    assert int(reply.body["error"]) == status, reply.body
-    assert reply.code == code, reply.body
 
 
 def start(api: ApiClient, fmt: str = "json", **params: Any) -> str:

@@ -13,7 +13,7 @@ import pytest
 from loyalty.services import ledger, tokens
 from loyalty.services.commands import AccrueCmd
 from loyalty.services.json_values import loads_exact
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, assert_failure, ok
 
 EMAIL = "hist@example.com"
 MEMBER = {"loyalty_program_id": 123, "matching": "email", "email": EMAIL}
@@ -37,10 +37,6 @@ def history(api: ApiClient, fmt: str = "json", **params: Any) -> Any:
     return api.call("loyalty/account/transactions", fmt=fmt, **{**MEMBER, **STARS, **params})
 
 
-def ok(reply: Any) -> Any:
-    assert reply.status == 200 and reply.error == 0, reply.body
-    return reply
-
 
 def accrue(api: ApiClient, amount: str, **params: Any) -> str:
     r = ok(api.call("loyalty/accrue_points", **{**MEMBER, **params}, amount=amount))
@@ -58,12 +54,6 @@ def full_history(api: ApiClient, limit: int = 100) -> list[dict[str, Any]]:
         if cursor is None:
             return items
 
-
-def assert_failure(reply: Any, status: int, code: str) -> None:
-    assert reply.status == status, reply.body
-    assert int(reply.body["error"]) == status
-    assert reply.code == code, reply.body
-    assert reply.body["error_text"]
 
 
 # --- item contract ---------------------------------------------------------------------------------------------

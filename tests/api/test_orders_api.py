@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from loyalty.api import xmlcodec
-from tests.helpers import ApiClient, Reply, xml_to_dict
+from tests.helpers import ApiClient, Reply, ok, xml_to_dict
+from tests.helpers import assert_failure as fail
 
 EMAIL = "buyer@example.com"
 PHONE_RAW = "+1 (555) 010-2030"
@@ -47,15 +48,6 @@ def order_data(redeem: Any = None, **extra: Any) -> dict[str, Any]:
     return data
 
 
-def ok(reply: Reply) -> Reply:
-    assert reply.status == 200 and int(reply.body["error"]) == 0, reply.body
-    return reply
-
-
-def fail(reply: Reply, status: int, code: str) -> None:
-    assert reply.status == status, reply.body
-    assert int(reply.body["error"]) == status, reply.body
-    assert reply.code == code, reply.body
 
 
 def as_list(value: Any) -> list[Any]:

@@ -14,7 +14,7 @@ from loyalty.services import ledger, programfile, tokens
 from loyalty.services.commands import AccrueCmd
 from loyalty.services.demo import example_path
 from loyalty.services.programfile_schema import LimitsSpec, PromotionSpec, RuleSpec
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, assert_failure, ok
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
@@ -24,16 +24,6 @@ def member_params(email: str) -> dict[str, Any]:
     return {"loyalty_program_id": 123, "matching": "email", "email": email}
 
 
-def ok(reply: Any) -> Any:
-    assert reply.status == 200 and reply.error == 0, reply.body
-    return reply
-
-
-def assert_failure(reply: Any, status: int, code: str) -> None:
-    assert reply.status == status, reply.body
-    assert int(reply.body["error"]) == status
-    assert reply.code == code, reply.body
-    assert reply.body["error_text"]
 
 
 def as_list(value: Any) -> list[Any]:
