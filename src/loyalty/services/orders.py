@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from loyalty.domain import orders as calc
+from loyalty.domain.dates import lifetime_expiry
 from loyalty.domain.errors import InvalidParameter, MissingParameter
 from loyalty.domain.model import Currency, Program, Txn
 from loyalty.domain.points import format_amount, parse_amount
@@ -146,8 +147,10 @@ def preorder_commit(rt: Runtime, principal: Principal, cmd: PreorderCmd) -> dict
         book.settle()
         q = calc.quote(order.lines, order.delivery, order.settings, order.money_exp, order.currency.precision,
                        book.a.active, order.redeem)
-        redemption_id = _move(book, cmd, "order_redemption", q.points_to_redeem) if q.points_to_redeem else None
-        accrual_id = _move(book, cmd, "order_accrual", q.points_to_accrue) if q.points_to_accrue else None
+        window = order.program.return_window_days
+        redemption_id = _move(book, cmd, "order_redemption", q.points_to_redeem, window) if q.points_to_redeem \
+            else None
+        accrual_id = _move(book, cmd, "order_accrual", q.points_to_accrue, window) if q.points_to_accrue else None
         order_id = orders_repo.insert(
             conn, program_id=order.program.id, profile_id=order.profile_id, external_id=cmd.external_id,
             status=cmd.data.status, currency=cmd.data.currency, total=q.final_total,
@@ -162,9 +165,8 @@ def preorder_commit(rt: Runtime, principal: Principal, cmd: PreorderCmd) -> dict
     return rt.store.write(work)
 
 
-def _move(book: Book, cmd: PreorderCmd, kind: str, amount: int) -> str:
+def _move(book: Book, cmd: PreorderCmd, kind: str, amount: int, return_window_days: int) -> str:
     a = book.a
-    program_window = _return_window(book)
     txn = Txn(id=new_txn_id(), program_id=a.program_id, profile_id=a.profile_id, currency_iid=a.currency_iid,
               eid=None, type=kind, status="committed", amount=amount, balance_before=a.active,
               balance_after=a.active, created_at=book.now, recorded_at=book.now, source_type="order",
@@ -172,9 +174,7 @@ def _move(book: Book, cmd: PreorderCmd, kind: str, amount: int) -> str:
     if kind == "order_redemption":
         book.take(txn.id, amount, hold=False)
     else:
-        activation = book.now + timedelta(days=program_window)
-        from loyalty.domain.dates import lifetime_expiry
-
+        activation = book.now + timedelta(days=return_window_days)
         c = book.currency
         expiry = lifetime_expiry(c.lifetime_kind, c.lifetime_n, activation)
         book.add_lot(txn.id, amount, activation, expiry)
@@ -182,8 +182,3 @@ def _move(book: Book, cmd: PreorderCmd, kind: str, amount: int) -> str:
     txn.balance_after = a.active
     book.record(txn)
     return txn.id
-
-
-def _return_window(book: Book) -> int:
-    program = catalog_repo.get_program(book.conn, book.a.program_id)
-    return program.return_window_days if program else 0
