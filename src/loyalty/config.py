@@ -16,8 +16,13 @@ class Settings(BaseSettings):
     # Requests per second allowed per token (0 = no limit); bursts up to `rate_limit_burst`.
     rate_limit_per_second: float = Field(default=0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
-    # Seconds a token lookup may be reused by one process (0: revocations take effect immediately).
+    # Seconds a cached token may be used without checking the store's token change counter (0: revocations take
+    # effect on the next request).
     token_cache_sec: float = Field(default=0, ge=0)
+    # Group commit: concurrent writes share one store transaction (one fsync), each under its own savepoint.
+    group_commit: bool = True
+    # Most units of work one group commit takes.
+    group_commit_max: int = Field(default=128, ge=1)
     default_temp_timeout_sec: int = 900
     # Background sweeper period; the engine stays correct without it (reads settle what is due).
     sweep_interval_sec: float = Field(default=5.0, gt=0)

@@ -147,7 +147,7 @@ def bulk(rt, token: str, email: str, n: int, batch: int = 250) -> None:
             for cmd, kind in chunk:
                 (ledger.accrue if kind == "accrual" else ledger.redeem)(rt, principal, cmd)
             continue
-        works = [prepare(rt, principal, cmd, kind) for cmd, kind in chunk]
+        works = [prepare(rt, principal, cmd, kind)[0] for cmd, kind in chunk]
         rt.store.write(lambda conn, works=works: [w(conn) for w in works])
 
 

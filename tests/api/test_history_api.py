@@ -218,7 +218,7 @@ def bulk_accrue(rt, token: str, email: str, n: int, batch: int = 250) -> None:
             ledger.accrue(rt, principal, cmd)
         return
     for start in range(0, n, batch):
-        works = [prepare(rt, principal, cmd, "accrual") for cmd in cmds[start:start + batch]]
+        works = [prepare(rt, principal, cmd, "accrual")[0] for cmd in cmds[start:start + batch]]
         rt.store.write(lambda conn, works=works: [w(conn) for w in works])
 
 

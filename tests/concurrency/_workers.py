@@ -17,7 +17,7 @@ from loyalty.storage.uow import Store
 def redeem_many(url: str, start_iso: str, email: str, amount: str, times: int, barrier: Any) -> dict[str, int]:
     """Build a Runtime of our own on `url`, wait for every process, then redeem `times` times."""
     clock = FrozenClock(datetime.fromisoformat(start_iso))
-    rt = Runtime(Settings(database_url=url, run_jobs=False), Store.from_url(url, pool_size=2), clock)
+    rt = Runtime(Settings(database_url=url, run_jobs=False), Store.from_url(url, pool_size=2, group_commit=128), clock)
     admin = tokens.Principal(1, "worker", frozenset(tokens.ROLES), None, None)
     outcomes: dict[str, int] = {}
     try:

@@ -44,7 +44,7 @@ ADMIN = tokens.Principal(0, "test", frozenset(tokens.ROLES), None, None)
 
 def runtime(url: str, export_dir: Path, lease_sec: float) -> Runtime:
     cfg = Settings(database_url=url, run_jobs=False, job_lease_sec=lease_sec, export_dir=export_dir)
-    return Runtime(cfg, Store.from_url(url), SystemClock())
+    return Runtime(cfg, Store.from_url(url, group_commit=cfg.group_commit_max), SystemClock())
 
 
 # --- child process bodies (module level, so that 'spawn' can import them) ---------------------------------------

@@ -1,7 +1,8 @@
 """Per-request authentication, per-token rate limits, and throttled last-used updates.
 
-A token's principal may be cached for `token_cache_sec` (default 0: every request reads the token row, one
-indexed lookup, so a revocation from the CLI takes effect at once). The cache key is the token's hash.
+Principals are cached per process by the token's hash, and trusted while the store's `tokens` change counter
+is unchanged: each request reads that one counter, and a revocation from the CLI (which bumps it) takes effect
+on the next request in every process. `token_cache_sec` > 0 additionally skips the counter read for that long.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class Authenticator:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._cache: dict[str, tuple[int, float, Principal]] = {}
         self._touched: dict[int, float] = {}
         self._buckets: dict[int, tuple[float, float]] = {}
 
@@ -30,14 +31,18 @@ class Authenticator:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self.rt.settings.token_cache_sec:
-            principal = hit[1]
+        if hit is not None and now - hit[1] < self.rt.settings.token_cache_sec:
+            principal = hit[2]
         else:
-            principal = tokens.authenticate(self.rt, raw)
+            version = tokens.tokens_version(self.rt)
+            if hit is not None and hit[0] == version:
+                principal = hit[2]
+            else:
+                principal = tokens.authenticate(self.rt, raw)
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[digest] = (now, principal)
+                self._cache[digest] = (version, now, principal)
         self._rate_limit(principal, now)
         self._touch(principal, now)
         return principal

@@ -79,15 +79,18 @@ def resolve(conn: Connection, principal: Principal, params: Any, for_write: bool
 
 def accrue(rt: Runtime, principal: Principal, cmd: AccrueCmd) -> TxnResult:
     principal.require("loyalty:write")
-    return rt.store.write(_prepare_move(rt, principal, cmd, "accrual"))
+    work, key = _prepare_move(rt, principal, cmd, "accrual")
+    return rt.store.write(work, key)
 
 
 def redeem(rt: Runtime, principal: Principal, cmd: RedeemCmd) -> TxnResult:
     principal.require("loyalty:write")
-    return rt.store.write(_prepare_move(rt, principal, cmd, "redemption"))
+    work, key = _prepare_move(rt, principal, cmd, "redemption")
+    return rt.store.write(work, key)
 
 
-def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) -> Any:
+def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) -> tuple[Any, tuple[int, str]]:
+    """Validate a movement without locks; return its unit of work and the member it locks."""
     now = rt.clock.now()
     target = rt.store.read(lambda conn: resolve(conn, principal, cmd, for_write=True))
     currency = target.currency
@@ -107,7 +110,7 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
         eid = cmd.transaction_eid
         first = rt.store.read(lambda conn: ledger_repo.txn_by_eid(conn, target.program.id, eid))
         if first is not None:
-            return lambda conn: _replay(first, payload_hash, currency)
+            return (lambda conn: _replay(first, payload_hash, currency)), (target.program.id, target.profile_id)
 
     if kind == "redemption" and not currency.spendable:
         raise InvalidParameter("points_currency", f"{currency.eid} is a qualification currency and cannot be spent")
@@ -162,7 +165,7 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
         book.finish()
         return TxnResult(txn.id, format_amount(book.a.active, currency.precision))
 
-    return work
+    return work, (target.program.id, target.profile_id)
 
 
 def _apply_accrual(book: Book, txn: Txn) -> None:
@@ -266,7 +269,7 @@ def _resolve_txn(rt: Runtime, principal: Principal, cmd: TxnRefCmd, action: Any)
     def find(conn: Connection) -> tuple[Txn, Currency]:
         txn = _find_txn(conn, principal, cmd)
         program = program_for(conn, principal, txn.program_id, for_write=False)
-        currency = next(c for c in catalog_repo.program_currencies(conn, program.id) if c.iid == txn.currency_iid)
+        currency = next(c for c in catalog_repo.snapshot(conn).all_currencies[program.id] if c.iid == txn.currency_iid)
         return txn, currency
 
     txn, currency = rt.store.read(find)
@@ -283,7 +286,7 @@ def _resolve_txn(rt: Runtime, principal: Principal, cmd: TxnRefCmd, action: Any)
         book.finish()
         return TxnResult(current.id, format_amount(book.a.active, currency.precision))
 
-    return rt.store.write(work)
+    return rt.store.write(work, (txn.program_id, txn.profile_id))
 
 
 def _find_txn(conn: Connection, principal: Principal, cmd: TxnRefCmd) -> Txn:
@@ -344,7 +347,7 @@ def settled(rt: Runtime, target: Target, account: Account | None) -> Account | N
     if account is None or account.next_event_at is None or account.next_event_at > rt.clock.now():
         return account
     return rt.store.write(lambda conn: settle_account(conn, target.program.id, target.profile_id, target.currency,
-                                                     rt.clock.now()))
+                                                     rt.clock.now()), (target.program.id, target.profile_id))
 
 
 def settle_account(conn: Connection, program_id: int, profile_id: str, currency: Currency, now: datetime) -> Any:

@@ -55,7 +55,7 @@ class MatchQuery:
 
 
 def program_for(conn: Connection, principal: Principal, program_id: int, for_write: bool) -> Program:
-    program = catalog_repo.get_program(conn, program_id)
+    program = catalog_repo.snapshot(conn).programs.get(program_id)
     if program is None:
         if principal.programs is not None:
             raise Forbidden(f"This token may not use program {program_id}")
@@ -69,7 +69,7 @@ def program_for(conn: Connection, principal: Principal, program_id: int, for_wri
 
 def currency_for(conn: Connection, program: Program, iid: int | None, eid: str | None,
                  required: bool = False) -> Currency:
-    all_currencies = catalog_repo.program_currencies(conn, program.id)
+    all_currencies = catalog_repo.snapshot(conn).currencies.get(program.id, ())
     by_iid = next((c for c in all_currencies if c.iid == iid), None) if iid is not None else None
     by_eid = next((c for c in all_currencies if c.eid == eid), None) if eid is not None else None
     if iid is not None and eid is not None:
@@ -95,19 +95,20 @@ def currency_for(conn: Connection, program: Program, iid: int | None, eid: str |
 
 
 def database_for(conn: Connection, principal: Principal, db_id: int) -> Database:
-    database = catalog_repo.get_database(conn, db_id)
+    catalog = catalog_repo.snapshot(conn)
+    database = catalog.databases.get(db_id)
     if database is None:
         raise DatabaseNotFound(f"Database {db_id} not found")
     program_dbs: set[int] = set()
     if principal.programs is not None:
-        program_dbs = {p.db_id for p in catalog_repo.list_programs(conn) if p.id in principal.programs}
+        program_dbs = {p.db_id for p in catalog.programs.values() if p.id in principal.programs}
     if not principal.may_database(db_id, program_dbs):
         raise Forbidden(f"This token may not use database {db_id}")
     return database
 
 
 def database_for_program(conn: Connection, program: Program) -> Database:
-    database = catalog_repo.get_database(conn, program.db_id)
+    database = catalog_repo.snapshot(conn).databases.get(program.db_id)
     if database is None:
         raise DatabaseNotFound(f"Database {program.db_id} of program {program.id} not found")
     return database
@@ -131,8 +132,8 @@ def matching_ids(conn: Connection, database: Database, query: MatchQuery) -> lis
     if query.matching == "phone":
         return profiles_repo.ids_by_phone(conn, database.id, normalise_phone(v["phone"]))
     if query.matching == "profile_id":
-        profile = profiles_repo.get(conn, database.id, check_profile_id(v["profile_id"]))
-        return [profile.id] if profile else []
+        profile_id = check_profile_id(v["profile_id"])
+        return [profile_id] if profiles_repo.exists(conn, database.id, profile_id) else []
     name, value = v["field_name"], v["field_value"]
     if not isinstance(name, str):
         raise InvalidParameter("field_name", "must be a string")

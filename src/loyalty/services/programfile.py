@@ -70,6 +70,8 @@ def apply_spec(rt: Runtime, spec: ProgramFile, dry_run: bool = False) -> list[st
             _apply_program(conn, p, ids, changes, now)
         if dry_run:
             raise _DryRun(changes)  # roll the transaction back, keep the list
+        if changes:
+            catalog_repo.catalog_changed(conn)
         return changes
 
     try:

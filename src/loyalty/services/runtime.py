@@ -17,7 +17,9 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
-        return cls(settings, Store.from_url(settings.database_url), clock or SystemClock())
+        store = Store.from_url(settings.database_url,
+                               group_commit=settings.group_commit_max if settings.group_commit else 0)
+        return cls(settings, store, clock or SystemClock())
 
     def close(self) -> None:
         self.store.dispose()

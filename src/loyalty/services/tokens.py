@@ -15,7 +15,7 @@ from datetime import datetime
 
 from loyalty.domain.errors import Forbidden, InvalidParameter, ProgramNotFound, TokenInvalid
 from loyalty.services.runtime import Runtime
-from loyalty.storage import catalog_repo, tokens_repo
+from loyalty.storage import catalog_repo, counters_repo, tokens_repo
 
 ROLES = ("loyalty:read", "loyalty:write", "profiles:write", "admin")
 _IMPLIED = {"loyalty:write": {"loyalty:read"}, "admin": set(ROLES)}
@@ -85,13 +85,20 @@ def create(rt: Runtime, name: str, roles: list[str], programs: list[int] | None 
         for pid in programs or []:
             if catalog_repo.get_program(conn, pid) is None:
                 raise ProgramNotFound(f"Program {pid} does not exist")
-        return tokens_repo.insert(conn, name.strip(), hash_token(raw), raw[: len(PREFIX) + 6], sorted(set(roles)),
-                                  programs, databases, now)
+        token_id = tokens_repo.insert(conn, name.strip(), hash_token(raw), raw[: len(PREFIX) + 6],
+                                      sorted(set(roles)), programs, databases, now)
+        counters_repo.bump(conn, "tokens")
+        return token_id
 
     token_id = rt.store.write(work)
     info = TokenInfo(token_id, name.strip(), raw[: len(PREFIX) + 6], sorted(set(roles)), programs, databases, now,
                      None, None)
     return raw, info
+
+
+def tokens_version(rt: Runtime) -> int:
+    """Changes whenever a token is created or revoked: a cached principal is good while it stays the same."""
+    return rt.store.read(lambda conn: counters_repo.read(conn, "tokens"))
 
 
 def authenticate(rt: Runtime, raw: str) -> Principal:
@@ -128,6 +135,7 @@ def revoke(rt: Runtime, token_ref: str) -> TokenInfo:
         row = rows[0]
         if row["revoked_at"] is None:
             tokens_repo.revoke(conn, row["id"], now)
+            counters_repo.bump(conn, "tokens")  # processes drop their cached principals on their next request
         return tokens_repo.by_id(conn, row["id"])
 
     return _info(rt.store.write(work))

@@ -1,13 +1,23 @@
-"""SQL for the configured catalogue: databases and their fields, programs, currencies, promotions, tiers."""
+"""SQL for the configured catalogue: databases and their fields, programs, currencies, promotions, tiers.
+
+Requests read the catalogue through `snapshot(conn)`: a per-process copy of programs, currencies and databases,
+trusted while the store's `catalog` change counter is unchanged (one keyed read, done once per connection use).
+`loyalty apply` bumps the counter in its own transaction, so every process sees a new catalogue on its next
+request. Everything that writes the catalogue reads it uncached (`get_program`, ...).
+"""
 
 from __future__ import annotations
 
+import threading
+import weakref
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from loyalty.domain.model import Currency, Database, FieldDef, Program
+from loyalty.storage import counters_repo
 from loyalty.storage.tables import (
     currencies,
     databases,
@@ -174,3 +184,58 @@ def all_currencies(conn: Connection, program_id: int) -> list[Currency]:
     """Every currency of the program, archived ones included (history and rules may name them)."""
     rows = conn.execute(select(currencies).where(currencies.c.program_id == program_id).order_by(currencies.c.iid))
     return [_currency(r) for r in rows]
+
+
+# --- the cached snapshot ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    programs: dict[int, Program]
+    currencies: dict[int, tuple[Currency, ...]]  # active currencies of each program, ascending iid
+    all_currencies: dict[int, tuple[Currency, ...]]  # archived ones included
+    databases: dict[int, Database]
+
+
+_lock = threading.Lock()
+_by_engine: weakref.WeakKeyDictionary[Any, Snapshot] = weakref.WeakKeyDictionary()
+_by_connection: weakref.WeakKeyDictionary[Connection, Snapshot] = weakref.WeakKeyDictionary()
+
+
+def snapshot(conn: Connection) -> Snapshot:
+    """The catalogue as of this connection's use; reloaded when another transaction changed it."""
+    known = _by_connection.get(conn)
+    if known is not None:
+        return known
+    version = counters_repo.read(conn, "catalog")
+    with _lock:
+        cached = _by_engine.get(conn.engine)
+    if cached is None or cached.version != version:
+        cached = _load(conn, version)
+        with _lock:
+            _by_engine[conn.engine] = cached
+    _by_connection[conn] = cached
+    return cached
+
+
+def _load(conn: Connection, version: int) -> Snapshot:
+    programs_by_id = {p.id: p for p in list_programs(conn)}
+    all_by_program: dict[int, list[Currency]] = {pid: [] for pid in programs_by_id}
+    active_by_program: dict[int, list[Currency]] = {pid: [] for pid in programs_by_id}
+    for row in conn.execute(select(currencies).order_by(currencies.c.program_id, currencies.c.iid)):
+        currency = _currency(row)
+        all_by_program.setdefault(row.program_id, []).append(currency)
+        if row.status == "active":
+            active_by_program.setdefault(row.program_id, []).append(currency)
+    fields: dict[int, dict[str, FieldDef]] = {}
+    for f in conn.execute(select(db_fields)):
+        fields.setdefault(f.db_id, {})[f.name] = FieldDef(f.name, f.type, bool(f.is_unique))
+    dbs = {r.id: Database(r.id, r.name, fields.get(r.id, {})) for r in conn.execute(select(databases))}
+    return Snapshot(version, programs_by_id, {k: tuple(v) for k, v in active_by_program.items()},
+                    {k: tuple(v) for k, v in all_by_program.items()}, dbs)
+
+
+def catalog_changed(conn: Connection) -> None:
+    """Mark the catalogue changed in this transaction (every writer of catalogue tables calls it)."""
+    counters_repo.bump(conn, "catalog")
+    _by_connection.pop(conn, None)

@@ -8,16 +8,20 @@ BEGIN IMMEDIATE already serialises writers, so the plain SELECT is enough.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Integer, and_, bindparam, func, insert, or_, select, tuple_, update
 
 from loyalty.domain.model import Account, Lot, Txn
+from loyalty.storage.prepared import Prepared
 from loyalty.storage.tables import accounts, consumptions, lots, postings, transactions
 
 _TXN_FIELDS = [f.name for f in fields(Txn)]
+_ACCOUNT_FIELDS = [f.name for f in fields(Account)]
+_LOT_FIELDS = [f.name for f in fields(Lot)]
+_LOT_KEY = ["program_id", "profile_id", "currency_iid"]
 
 
 def _account(row: Any) -> Account:
@@ -35,23 +39,46 @@ def _account_where(program_id: int, profile_id: str, currency_iid: int) -> Any:
     )
 
 
-# Hot-path statements are built once: building a SQLAlchemy statement costs more than running it on SQLite.
+# Hot-path statements: built and compiled once, run on the driver's cursor (see prepared.py). Each selects its
+# columns in the order of the dataclass it fills, so a row maps by position.
 _KEY = and_(accounts.c.program_id == bindparam("k_program"), accounts.c.profile_id == bindparam("k_profile"),
             accounts.c.currency_iid == bindparam("k_currency"))
-_READ_ACCOUNT = select(accounts).where(_KEY)
-_LOCK_ACCOUNT = _READ_ACCOUNT.with_for_update()
-_NEW_ACCOUNT = insert(accounts)
-_SAVE_ACCOUNT = update(accounts).where(_KEY).values(
+_ACCOUNT_COLUMNS = [accounts.c[name] for name in _ACCOUNT_FIELDS]
+_READ_ACCOUNT = Prepared(select(*_ACCOUNT_COLUMNS).where(_KEY))
+_LOCK_ACCOUNT = Prepared(select(*_ACCOUNT_COLUMNS).where(_KEY).with_for_update())
+_NEW_ACCOUNT = Prepared(insert(accounts), ["program_id", "profile_id", "currency_iid"])
+_SAVE_ACCOUNT = Prepared(update(accounts).where(_KEY).values(
     active=bindparam("v_active"), pending=bindparam("v_pending"), held=bindparam("v_held"),
     temp_accrued=bindparam("v_temp"), debt=bindparam("v_debt"),
     next_event_at=bindparam("v_next", type_=accounts.c.next_event_at.type), txn_count=bindparam("v_count"),
     earned=bindparam("v_earned"), version=bindparam("v_version"),
+))
+_TXN_COLUMNS = [transactions.c[name] for name in _TXN_FIELDS]
+_INSERT_TXN = Prepared(insert(transactions), _TXN_FIELDS)
+_GET_TXN = Prepared(select(*_TXN_COLUMNS).where(transactions.c.id == bindparam("k_id")))
+_TXN_BY_EID = Prepared(select(*_TXN_COLUMNS).where(transactions.c.program_id == bindparam("k_program"),
+                                                   transactions.c.eid == bindparam("k_eid")))
+_LOT_COLUMNS = [lots.c[name] for name in _LOT_FIELDS]
+_INSERT_LOT = Prepared(insert(lots), _LOT_KEY + _LOT_FIELDS)
+_GET_LOT = Prepared(select(*_LOT_COLUMNS).where(lots.c.id == bindparam("k_id")))
+_SAVE_LOT = Prepared(update(lots).where(lots.c.id == bindparam("k_id")).values(
+    remaining=bindparam("v_remaining"), held=bindparam("v_held"), expired=bindparam("v_expired"),
+    is_active=bindparam("v_active"), cancelled=bindparam("v_cancelled")))
+_LOTS_KEY = and_(lots.c.program_id == bindparam("k_program"), lots.c.profile_id == bindparam("k_profile"),
+                 lots.c.currency_iid == bindparam("k_currency"))
+_SPENDABLE_LOTS = Prepared(
+    select(*_LOT_COLUMNS)
+    .where(_LOTS_KEY, lots.c.remaining > 0, lots.c.is_active.is_(True),
+           or_(lots.c.expires_at.is_(None), lots.c.expires_at > bindparam("k_now", type_=lots.c.expires_at.type)))
+    .order_by(lots.c.expires_at.is_(None), lots.c.expires_at, lots.c.created_at, lots.c.id)
+    .limit(bindparam("k_limit", type_=Integer)).offset(bindparam("k_offset", type_=Integer))
 )
-_INSERT_TXN = insert(transactions)
-_INSERT_LOT = insert(lots)
-_GET_TXN = select(transactions).where(transactions.c.id == bindparam("k_id"))
-_TXN_BY_EID = select(transactions).where(transactions.c.program_id == bindparam("k_program"),
-                                         transactions.c.eid == bindparam("k_eid"))
+_INSERT_CONSUMPTION = Prepared(insert(consumptions), ["transaction_id", "lot_id", "program_id", "profile_id", "amount"])
+_CONSUMPTIONS_OF = Prepared(select(consumptions.c.lot_id, consumptions.c.amount)
+                            .where(consumptions.c.transaction_id == bindparam("k_id")))
+_POSTING_FIELDS = ["program_id", "profile_id", "currency_iid", "transaction_id", "reason", "d_active", "d_pending",
+                   "d_held", "d_temp", "d_debt", "at"]
+_INSERT_POSTING = Prepared(insert(postings), _POSTING_FIELDS)
 
 
 def _key(program_id: int, profile_id: str, currency_iid: int) -> dict[str, Any]:
@@ -59,26 +86,26 @@ def _key(program_id: int, profile_id: str, currency_iid: int) -> dict[str, Any]:
 
 
 def read_account(conn: Connection, program_id: int, profile_id: str, currency_iid: int) -> Account | None:
-    row = conn.execute(_READ_ACCOUNT, _key(program_id, profile_id, currency_iid)).first()
-    return _account(row) if row else None
+    row = _READ_ACCOUNT.first(conn, _key(program_id, profile_id, currency_iid))
+    return Account(*row) if row else None
 
 
 def lock_account(conn: Connection, program_id: int, profile_id: str, currency_iid: int) -> Account:
     """Return the account locked for this transaction, creating it on first use."""
     stmt = _LOCK_ACCOUNT if conn.dialect.name == "postgresql" else _READ_ACCOUNT
-    row = conn.execute(stmt, _key(program_id, profile_id, currency_iid)).first()
+    row = stmt.first(conn, _key(program_id, profile_id, currency_iid))
     if row is not None:
-        return _account(row)
+        return Account(*row)
     # A concurrent creator makes this insert fail; the unit of work retries and the SELECT then finds the row.
-    conn.execute(_NEW_ACCOUNT, {"program_id": program_id, "profile_id": profile_id, "currency_iid": currency_iid})
+    _NEW_ACCOUNT.run(conn, {"program_id": program_id, "profile_id": profile_id, "currency_iid": currency_iid})
     return Account(program_id, profile_id, currency_iid)
 
 
 def save_account(conn: Connection, a: Account) -> None:
-    conn.execute(_SAVE_ACCOUNT, {
-        **_key(a.program_id, a.profile_id, a.currency_iid), "v_active": a.active, "v_pending": a.pending,
-        "v_held": a.held, "v_temp": a.temp_accrued, "v_debt": a.debt, "v_next": a.next_event_at,
-        "v_count": a.txn_count, "v_earned": a.earned, "v_version": a.version + 1,
+    _SAVE_ACCOUNT.run(conn, {
+        "k_program": a.program_id, "k_profile": a.profile_id, "k_currency": a.currency_iid, "v_active": a.active,
+        "v_pending": a.pending, "v_held": a.held, "v_temp": a.temp_accrued, "v_debt": a.debt,
+        "v_next": a.next_event_at, "v_count": a.txn_count, "v_earned": a.earned, "v_version": a.version + 1,
     })
 
 
@@ -98,7 +125,7 @@ def _txn(row: Any) -> Txn:
 
 
 def insert_txn(conn: Connection, t: Txn) -> None:
-    conn.execute(_INSERT_TXN, asdict(t))
+    _INSERT_TXN.run(conn, t.__dict__)
 
 
 def update_txn(conn: Connection, txn_id: str, **values: Any) -> None:
@@ -106,13 +133,13 @@ def update_txn(conn: Connection, txn_id: str, **values: Any) -> None:
 
 
 def get_txn(conn: Connection, txn_id: str) -> Txn | None:
-    row = conn.execute(_GET_TXN, {"k_id": txn_id}).first()
-    return _txn(row) if row else None
+    row = _GET_TXN.first(conn, {"k_id": txn_id})
+    return Txn(*row) if row else None
 
 
 def txn_by_eid(conn: Connection, program_id: int, eid: str) -> Txn | None:
-    row = conn.execute(_TXN_BY_EID, {"k_program": program_id, "k_eid": eid}).first()
-    return _txn(row) if row else None
+    row = _TXN_BY_EID.first(conn, {"k_program": program_id, "k_eid": eid})
+    return Txn(*row) if row else None
 
 
 def txns_by_eid(conn: Connection, eid: str, program_ids: list[int] | None) -> list[Txn]:
@@ -185,43 +212,35 @@ def _lots_of(a: Account) -> Any:
 
 
 def insert_lot(conn: Connection, a: Account, lot: Lot) -> None:
-    conn.execute(_INSERT_LOT, {
-        "id": lot.id, "program_id": a.program_id, "profile_id": a.profile_id, "currency_iid": a.currency_iid,
-        "original": lot.original, "remaining": lot.remaining, "held": lot.held, "expired": lot.expired,
-        "activates_at": lot.activates_at, "expires_at": lot.expires_at, "is_active": lot.is_active,
-        "cancelled": lot.cancelled, "created_at": lot.created_at,
-    })
+    _INSERT_LOT.run(conn, {"program_id": a.program_id, "profile_id": a.profile_id, "currency_iid": a.currency_iid,
+                           **lot.__dict__})
 
 
 def save_lot(conn: Connection, lot: Lot) -> None:
-    conn.execute(
-        update(lots)
-        .where(lots.c.id == lot.id)
-        .values(remaining=lot.remaining, held=lot.held, expired=lot.expired, is_active=lot.is_active,
-                cancelled=lot.cancelled)
-    )
+    _SAVE_LOT.run(conn, {"k_id": lot.id, "v_remaining": lot.remaining, "v_held": lot.held,
+                         "v_expired": lot.expired, "v_active": lot.is_active, "v_cancelled": lot.cancelled})
+
+
+def _prepared_lot(row: tuple[Any, ...]) -> Lot:
+    lot = Lot(*row)
+    lot.is_active, lot.cancelled = bool(lot.is_active), bool(lot.cancelled)  # SQLite answers 0/1
+    return lot
 
 
 def get_lot(conn: Connection, lot_id: str) -> Lot | None:
-    row = conn.execute(select(lots).where(lots.c.id == lot_id)).first()
-    return _lot(row) if row else None
+    row = _GET_LOT.first(conn, {"k_id": lot_id})
+    return _prepared_lot(row) if row else None
 
 
 def spendable_lots(conn: Connection, a: Account, now: datetime, batch: int = 64) -> Iterator[Lot]:
     """Active, unexpired lots with points left, in consumption order, fetched in batches."""
-    base = (
-        select(lots)
-        .where(_lots_of(a), lots.c.remaining > 0, lots.c.is_active.is_(True),
-               or_(lots.c.expires_at.is_(None), lots.c.expires_at > now))
-        .order_by(lots.c.expires_at.is_(None), lots.c.expires_at, lots.c.created_at, lots.c.id)
-    )
-    offset = 0
+    params = {**_key(a.program_id, a.profile_id, a.currency_iid), "k_now": now, "k_limit": batch, "k_offset": 0}
     while True:
-        chunk = [_lot(r) for r in conn.execute(base.limit(batch).offset(offset))]
+        chunk = [_prepared_lot(r) for r in _SPENDABLE_LOTS.all(conn, params)]
         yield from chunk
         if len(chunk) < batch:
             return
-        offset += batch
+        params["k_offset"] += batch
 
 
 def lots_to_expire(conn: Connection, a: Account, now: datetime) -> list[Lot]:
@@ -266,27 +285,19 @@ def next_event(conn: Connection, a: Account) -> datetime | None:
 # --- consumptions and postings -----------------------------------------------------------------------------
 
 def insert_consumptions(conn: Connection, a: Account, txn_id: str, taken: list[tuple[str, int]]) -> None:
-    if taken:
-        conn.execute(
-            insert(consumptions),
-            [
-                {"transaction_id": txn_id, "lot_id": lot_id, "program_id": a.program_id,
-                 "profile_id": a.profile_id, "amount": amount}
-                for lot_id, amount in taken
-            ],
-        )
+    _INSERT_CONSUMPTION.many(conn, [
+        {"transaction_id": txn_id, "lot_id": lot_id, "program_id": a.program_id, "profile_id": a.profile_id,
+         "amount": amount}
+        for lot_id, amount in taken
+    ])
 
 
 def consumptions_of(conn: Connection, txn_id: str) -> list[tuple[str, int]]:
-    rows = conn.execute(
-        select(consumptions.c.lot_id, consumptions.c.amount).where(consumptions.c.transaction_id == txn_id)
-    )
-    return [(r.lot_id, r.amount) for r in rows]
+    return [(r[0], r[1]) for r in _CONSUMPTIONS_OF.all(conn, {"k_id": txn_id})]
 
 
 def insert_postings(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(postings), rows)
+    _INSERT_POSTING.many(conn, rows)
 
 
 def all_accounts(conn: Connection, program_id: int | None = None) -> list[Account]:

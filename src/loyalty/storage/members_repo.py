@@ -7,19 +7,20 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from loyalty.domain.model import Member
+from loyalty.storage.prepared import Prepared
 from loyalty.storage.tables import members
 
-_GET = select(members).where(members.c.program_id == bindparam("k_program"),
-                             members.c.profile_id == bindparam("k_profile"))
-_LOCK = _GET.with_for_update()
+_SELECT = select(members.c.program_id, members.c.profile_id, members.c.status, members.c.registered_at,
+                 members.c.first_registered_at).where(members.c.program_id == bindparam("k_program"),
+                                                      members.c.profile_id == bindparam("k_profile"))
+_GET = Prepared(_SELECT)
+_LOCK = Prepared(_SELECT.with_for_update())
 
 
 def get(conn: Connection, program_id: int, profile_id: str, lock: bool = False) -> Member | None:
     stmt = _LOCK if lock and conn.dialect.name == "postgresql" else _GET
-    row = conn.execute(stmt, {"k_program": program_id, "k_profile": profile_id}).first()
-    if row is None:
-        return None
-    return Member(row.program_id, row.profile_id, row.status, row.registered_at, row.first_registered_at)
+    row = stmt.first(conn, {"k_program": program_id, "k_profile": profile_id})
+    return Member(*row) if row is not None else None
 
 
 def insert_member(conn: Connection, program_id: int, profile_id: str, at: datetime) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from loyalty.domain.model import Profile
+from loyalty.storage.prepared import Prepared
 from loyalty.storage.tables import profile_phones, profile_values, profiles
 
 
@@ -26,10 +27,11 @@ def _profile(row: Any) -> Profile:
 
 
 _GET = select(profiles).where(profiles.c.id == bindparam("k_id"), profiles.c.db_id == bindparam("k_db"))
-_BY_EMAIL = select(profiles.c.id).where(profiles.c.db_id == bindparam("k_db"),
-                                        profiles.c.email_norm == bindparam("k_value")).limit(2)
-_BY_PHONE = select(profile_phones.c.profile_id).where(profile_phones.c.db_id == bindparam("k_db"),
-                                                      profile_phones.c.phone == bindparam("k_value")).limit(2)
+_BY_EMAIL = Prepared(select(profiles.c.id).where(profiles.c.db_id == bindparam("k_db"),
+                                                 profiles.c.email_norm == bindparam("k_value")).limit(2))
+_BY_PHONE = Prepared(select(profile_phones.c.profile_id).where(profile_phones.c.db_id == bindparam("k_db"),
+                                                               profile_phones.c.phone == bindparam("k_value")).limit(2))
+_EXISTS = Prepared(select(profiles.c.id).where(profiles.c.id == bindparam("k_id"), profiles.c.db_id == bindparam("k_db")))
 
 
 def get(conn: Connection, db_id: int, profile_id: str) -> Profile | None:
@@ -38,11 +40,15 @@ def get(conn: Connection, db_id: int, profile_id: str) -> Profile | None:
 
 
 def ids_by_email(conn: Connection, db_id: int, email_norm: str) -> list[str]:
-    return list(conn.execute(_BY_EMAIL, {"k_db": db_id, "k_value": email_norm}).scalars())
+    return [r[0] for r in _BY_EMAIL.all(conn, {"k_db": db_id, "k_value": email_norm})]
 
 
 def ids_by_phone(conn: Connection, db_id: int, phone: str) -> list[str]:
-    return list(conn.execute(_BY_PHONE, {"k_db": db_id, "k_value": phone}).scalars())
+    return [r[0] for r in _BY_PHONE.all(conn, {"k_db": db_id, "k_value": phone})]
+
+
+def exists(conn: Connection, db_id: int, profile_id: str) -> bool:
+    return _EXISTS.first(conn, {"k_id": profile_id, "k_db": db_id}) is not None
 
 
 def ids_by_value(conn: Connection, db_id: int, field: str, value: str, limit: int = 2) -> list[str]:

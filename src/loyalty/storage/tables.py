@@ -408,3 +408,13 @@ tokens = Table(
     Column("last_used_at", UtcMicros),
     Column("revoked_at", UtcMicros),
 )
+
+# Counters bumped in the same transaction as a change to what processes cache (the catalogue, the tokens), so
+# every process notices the change on its next request with one keyed read instead of reloading everything.
+change_counters = Table(
+    "change_counters",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", BigInteger, nullable=False, server_default="0"),
+)
+CHANGE_COUNTER_NAMES = ("catalog", "tokens")

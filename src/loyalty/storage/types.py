@@ -10,6 +10,17 @@ from sqlalchemy.types import TypeDecorator
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def to_micros(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime reached the store")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+
+
 class UtcMicros(TypeDecorator[datetime]):
     """An aware datetime stored as integer microseconds since the epoch (UTC).
 
@@ -21,14 +32,7 @@ class UtcMicros(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: object) -> int | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime reached the store")
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return None if value is None else to_micros(value)
 
     def process_result_value(self, value: int | None, dialect: object) -> datetime | None:
-        if value is None:
-            return None
-        return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+        return None if value is None else from_micros(value)

@@ -3,19 +3,23 @@
 `write` runs a function in one store transaction and retries it, with bounded jittered backoff, when the store
 says the transaction lost a race (serialization failure, deadlock, busy, a unique key taken by a concurrent
 writer). The function must therefore be safe to run again: it only reads and writes through the connection.
+With group commit on (the default), `write` hands the function to the store's writer thread, which runs it
+with other waiting writes in one transaction (see committer.py); `key` names the rows it locks first.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from loyalty.domain.errors import Unavailable
+from loyalty.storage.committer import GroupCommitter
 from loyalty.storage.engine import Engines, make_engines
 
 T = TypeVar("T")
@@ -41,18 +45,40 @@ def _is_unreachable(exc: DBAPIError) -> bool:
 
 
 class Store:
-    def __init__(self, engines: Engines):
+    def __init__(self, engines: Engines, group_commit: int = 0):
         self.engines = engines
+        self.group_commit = group_commit  # most units per batch; 0: every write commits on its own
+        self._committer: GroupCommitter | None = None
+        self._committer_lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str | None, pool_size: int = 10) -> Store:
-        return cls(make_engines(url, pool_size))
+    def from_url(cls, url: str | None, pool_size: int = 10, group_commit: int = 0) -> Store:
+        return cls(make_engines(url, pool_size), group_commit)
 
     @property
     def dialect(self) -> str:
         return self.engines.dialect
 
-    def write(self, work: Callable[[Connection], T]) -> T:
+    @property
+    def committer(self) -> GroupCommitter | None:
+        return self._committer
+
+    def write(self, work: Callable[[Connection], T], key: Hashable | None = None) -> T:
+        if not self.group_commit:
+            return self.write_alone(work)
+        committer = self._committer
+        if committer is None:
+            with self._committer_lock:
+                if self._committer is None:
+                    self._committer = GroupCommitter(self.engines.writer, self.write_alone, _is_retryable,
+                                                     max_batch=self.group_commit)
+                committer = self._committer
+        if committer.is_writer_thread():
+            raise RuntimeError("a unit of work may not start another write")
+        return committer.run(work, key)  # type: ignore[no-any-return]
+
+    def write_alone(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in its own transaction, retrying lost races."""
         last: Exception | None = None
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -77,4 +103,7 @@ class Store:
             raise
 
     def dispose(self) -> None:
+        if self._committer is not None:
+            self._committer.stop()
+            self._committer = None
         self.engines.dispose()

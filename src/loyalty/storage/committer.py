@@ -1,0 +1,159 @@
+"""Group commit: one writer thread runs many waiting units of work in one store transaction.
+
+A durable commit (an fsync) costs far more than the statements of one ledger operation, so committing each
+request on its own caps throughput at the disk's flush rate. The committer takes every unit of work waiting
+in its queue, runs each under its own SAVEPOINT inside one transaction, commits once, and only then answers
+each caller, so nothing is acknowledged before it is durable.
+
+- One failing unit never fails its neighbours: its savepoint is rolled back and its caller gets its error.
+- A unit that lost a race (a retryable store error) is rolled back to its savepoint and run again on its own
+  after the batch, through the ordinary retry loop.
+- If the commit itself fails, nothing of the batch is durable, so every unit that had succeeded runs again
+  on its own; units are written to be safe to re-run (they only read and write through the connection).
+- Units that name the rows they lock (`key`) run in key order inside a batch, so batches of different
+  processes lock accounts in one global order and cannot deadlock each other on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger("loyalty.storage")
+
+Work = Callable[[Connection], Any]
+
+
+class _Unit:
+    __slots__ = ("work", "key", "future", "result", "error", "rerun")
+
+    def __init__(self, work: Work, key: Hashable | None):
+        self.work = work
+        self.key = key
+        self.future: Future[Any] = Future()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.rerun = False
+
+
+class GroupCommitter:
+    """A writer thread over `engine`. `run_alone(work)` must run one unit in its own transaction with retries
+    (the store's ordinary write path); `is_retryable(exc)` tells a lost race from a real failure."""
+
+    def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
+                 is_retryable: Callable[[DBAPIError], bool], max_batch: int = 128, name: str = "loyalty-writer"):
+        self.engine = engine
+        self.run_alone = run_alone
+        self.is_retryable = is_retryable
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._stopped = False
+        self._thread.start()
+        self.batches = 0
+        self.units = 0
+
+    def submit(self, work: Work, key: Hashable | None = None) -> Future[Any]:
+        if self._stopped:
+            raise RuntimeError("the writer is stopped")
+        unit = _Unit(work, key)
+        self._queue.put(unit)
+        return unit.future
+
+    def is_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def run(self, work: Work, key: Hashable | None = None) -> Any:
+        return self.submit(work, key).result()
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+    # --- the writer thread ------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    unit = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if unit is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(unit)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # never let the writer thread die with callers waiting
+                log.exception("writer batch failed unexpectedly")
+                for unit in batch:
+                    if not unit.future.done():
+                        unit.future.set_exception(exc)
+
+    def _run_batch(self, batch: list[_Unit]) -> None:
+        self.batches += 1
+        self.units += len(batch)
+        if len(batch) == 1:
+            self._alone(batch[0])
+            return
+        batch.sort(key=lambda u: (u.key is None, _order(u.key)))
+        try:
+            with self.engine.begin() as conn:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                cursor = raw.cursor()
+                for unit in batch:
+                    self._in_savepoint(conn, cursor, unit)
+                cursor.close()
+        except DBAPIError as exc:
+            # The commit (or the transaction) failed: nothing of the batch is durable; run each unit alone.
+            log.warning("group commit of %d units failed (%s); running them one by one", len(batch), exc)
+            for unit in batch:
+                if unit.error is None or unit.rerun:
+                    unit.error, unit.rerun = None, True
+        for unit in batch:
+            if unit.rerun:
+                self._alone(unit)
+            elif unit.error is not None:
+                unit.future.set_exception(unit.error)
+            else:
+                unit.future.set_result(unit.result)
+
+    def _in_savepoint(self, conn: Connection, cursor: Any, unit: _Unit) -> None:
+        cursor.execute("SAVEPOINT unit")
+        try:
+            unit.result = unit.work(conn)
+        except DBAPIError as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT unit")
+            if self.is_retryable(exc):
+                unit.rerun = True
+            else:
+                unit.error = exc
+        except Exception as exc:  # a refusal (insufficient points, ...) or a bug: this unit only
+            cursor.execute("ROLLBACK TO SAVEPOINT unit")
+            unit.error = exc
+        cursor.execute("RELEASE SAVEPOINT unit")
+
+    def _alone(self, unit: _Unit) -> None:
+        try:
+            unit.future.set_result(self.run_alone(unit.work))
+        except BaseException as exc:
+            unit.future.set_exception(exc)
+
+
+def _order(key: Hashable | None) -> Any:
+    return key if key is not None else ()
