@@ -10,9 +10,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loyalty import __version__
+from loyalty.api import inline
 from loyalty.api.auth import Authenticator
 from loyalty.api.endpoints import register_download, register_endpoints
 from loyalty.api.metrics import ApiMetrics
+from loyalty.config import Settings
 from loyalty.jobs.runner import JobRunner
 from loyalty.services.runtime import Runtime
 from loyalty.storage import migrate
@@ -20,6 +22,7 @@ from loyalty.storage import migrate
 
 def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
     jobs = JobRunner(rt) if (rt.settings.run_jobs if run_jobs is None else run_jobs) else None
+    rt.store.wait_for = inline.wait  # use cases running on the event loop suspend while their commit is pending
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -63,3 +66,10 @@ def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
                             status_code=exc.status_code)
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one `loyalty serve --workers N` worker process: its own runtime (store connections, clock)
+    from the LOYALTY_* environment, background jobs as LOYALTY_RUN_JOBS says. The parent process checked the
+    schema before starting the workers."""
+    return create_app(Runtime.from_settings(Settings()))

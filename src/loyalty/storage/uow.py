@@ -13,7 +13,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -50,6 +51,8 @@ class Store:
         self.group_commit = group_commit  # most units per batch; 0: every write commits on its own
         self._committer: GroupCommitter | None = None
         self._committer_lock = threading.Lock()
+        # How a caller waits for its commit; the API layer swaps in one that suspends instead of blocking.
+        self.wait_for: Callable[[Future[Any]], Any] = Future.result
 
     @classmethod
     def from_url(cls, url: str | None, pool_size: int = 10, group_commit: int = 0) -> Store:
@@ -75,7 +78,7 @@ class Store:
                 committer = self._committer
         if committer.is_writer_thread():
             raise RuntimeError("a unit of work may not start another write")
-        return committer.run(work, key)  # type: ignore[no-any-return]
+        return self.wait_for(committer.submit(work, key))  # type: ignore[no-any-return]
 
     def write_alone(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in its own transaction, retrying lost races."""
@@ -94,8 +97,10 @@ class Store:
         raise Unavailable("The store stayed busy; retry later") from last
 
     def read(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` on a reader. SQLAlchemy statements share one transaction (begun on first use, so they see
+        one snapshot); hot keyed lookups (prepared.py) run outside it when nothing else ran before them."""
         try:
-            with self.engines.reader.begin() as conn:
+            with self.engines.reader.connect() as conn:
                 return work(conn)
         except OperationalError as exc:
             if _is_unreachable(exc):
