@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     # Seconds a cached token may be used without checking the store's token change counter (0: revocations take
     # effect on the next request).
     token_cache_sec: float = Field(default=0, ge=0)
+    # PostgreSQL connections per process (reads share them; the group committer holds one while it writes).
+    pool_size: int = Field(default=20, ge=2)
     # Group commit: concurrent writes share one store transaction (one fsync), each under its own savepoint.
     group_commit: bool = True
     # Most units of work one group commit takes.

@@ -72,7 +72,9 @@ def truncate_existing(url: str) -> None:
     migrations while someone is adding a table)."""
     engine = create_engine(url)
     with engine.begin() as conn:
-        names = ", ".join(n for n in inspect(conn).get_table_names() if n != "alembic_version")
+        # change_counters keeps its rows (they belong to the schema, like alembic_version).
+        names = ", ".join(n for n in inspect(conn).get_table_names()
+                          if n not in ("alembic_version", "change_counters"))
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     engine.dispose()
 

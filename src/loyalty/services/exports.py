@@ -122,7 +122,7 @@ def run_task(rt: Runtime, task: dict[str, Any], owner: str, dest: Path | None = 
         return rows
 
     try:
-        rows = rt.store.read(write)
+        rows = rt.store.read(write, snapshot=True)
         # Only the lease holder may publish: a worker that stalled past its lease must not replace the file
         # another worker already finished.
         _heartbeat(rt, task["id"], owner, lease, rows)

@@ -66,4 +66,4 @@ def verify_all(rt: Runtime, program_id: int | None = None) -> Report:
                                                  journal.get(key, (0, 0, 0, 0, 0)), temps.get(key, (0, 0))))
         return report
 
-    return rt.store.read(work)
+    return rt.store.read(work, snapshot=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from loyalty.storage.prepared import Prepared
 from loyalty.storage.tables import change_counters
@@ -10,6 +10,7 @@ from loyalty.storage.tables import change_counters
 _READ = Prepared(select(change_counters.c.value).where(change_counters.c.name == bindparam("k_name")))
 _BUMP = Prepared(update(change_counters).where(change_counters.c.name == bindparam("k_name"))
                  .values(value=change_counters.c.value + 1))
+_CREATE = Prepared(insert(change_counters), ["name", "value"])
 
 
 def read(conn: Connection, name: str) -> int:
@@ -19,4 +20,5 @@ def read(conn: Connection, name: str) -> int:
 
 def bump(conn: Connection, name: str) -> None:
     """Call inside the transaction that changes what the counter guards, so both commit together."""
-    _BUMP.run(conn, {"k_name": name})
+    if _BUMP.run(conn, {"k_name": name}) == 0:  # a store whose rows were removed: caches must still notice
+        _CREATE.run(conn, {"name": name, "value": 1})

@@ -32,7 +32,8 @@ class Engines:
     url: str
     dialect: str  # "sqlite" or "postgresql"
     writer: Engine
-    reader: Engine
+    reader: Engine  # single reads: autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips)
+    snapshot: Engine  # reads that must see one snapshot across statements (exports, verify)
 
     @property
     def is_sqlite(self) -> bool:
@@ -40,7 +41,7 @@ class Engines:
 
     def dispose(self) -> None:
         self.writer.dispose()
-        if self.reader is not self.writer:
+        if self.reader.pool is not self.writer.pool:
             self.reader.dispose()
 
 
@@ -51,15 +52,20 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def make_engines(url: str | None, pool_size: int = 10) -> Engines:
+def make_engines(url: str | None, pool_size: int = 20) -> Engines:
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
-        return Engines(url, "sqlite", _sqlite_engine(url, immediate=True, size=1), _sqlite_engine(url, False, 4))
+        reader = _sqlite_engine(url, False, 4)
+        return Engines(url, "sqlite", _sqlite_engine(url, immediate=True, size=1), reader, reader)
     if backend == "postgresql":
-        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                               pool_timeout=10)
-        return Engines(url, "postgresql", engine, engine)
+        # A fixed-size pool: overflow connections are closed on return, and opening a PostgreSQL session costs
+        # a process fork, which under load churned sessions per request. No pre-ping either (a round trip per
+        # checkout); a connection found dead is invalidated with the rest of the pool and its request answers
+        # 503 (the outcome of an interrupted commit is unknown, so it is not retried blindly).
+        engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800)
+        return Engines(url, "postgresql", engine, engine.execution_options(isolation_level="AUTOCOMMIT"),
+                       engine.execution_options(isolation_level="REPEATABLE READ"))
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 

@@ -55,7 +55,7 @@ class Store:
         self.wait_for: Callable[[Future[Any]], Any] = Future.result
 
     @classmethod
-    def from_url(cls, url: str | None, pool_size: int = 10, group_commit: int = 0) -> Store:
+    def from_url(cls, url: str | None, pool_size: int = 20, group_commit: int = 0) -> Store:
         return cls(make_engines(url, pool_size), group_commit)
 
     @property
@@ -96,10 +96,15 @@ class Store:
                 time.sleep(min(0.2, 0.002 * 2**attempt) * random.uniform(0.5, 1.5))
         raise Unavailable("The store stayed busy; retry later") from last
 
-    def read(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` on a reader. SQLAlchemy statements share one transaction (begun on first use, so they see
-        one snapshot); hot keyed lookups (prepared.py) run outside it when nothing else ran before them."""
+    def read(self, work: Callable[[Connection], T], snapshot: bool = False) -> T:
+        """Run `work` on a reader. By default each statement sees the latest commits (SQLite: SQLAlchemy
+        statements share one transaction begun on first use; PostgreSQL: autocommit, as READ COMMITTED would
+        give anyway, without the BEGIN/ROLLBACK round trips). `snapshot=True` gives one consistent snapshot for
+        every statement (exports, verify)."""
         try:
+            if snapshot:
+                with self.engines.snapshot.begin() as conn:
+                    return work(conn)
             with self.engines.reader.connect() as conn:
                 return work(conn)
         except OperationalError as exc:
