@@ -40,16 +40,27 @@ def _fail(error: LoyaltyError) -> None:
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8000, help="Port to listen on."),
-          jobs: bool = typer.Option(True, help="Run background jobs in this process.")) -> None:
+          jobs: bool = typer.Option(True, help="Run background jobs in this process (in every worker)."),
+          workers: int = typer.Option(1, min=1, help="Worker processes sharing the port.")) -> None:
     """Run the HTTP API (and, by default, the background jobs)."""
+    import os
+
     import uvicorn
 
     from loyalty.api.app import create_app
 
     rt = _runtime()
-    app_ = create_app(rt, run_jobs=jobs)
-    typer.echo(f"Loyalty Engine on http://{host}:{port}/api/v1.1/ (store: {rt.store.dialect})", err=True)
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+    typer.echo(f"Loyalty Engine on http://{host}:{port}/api/v1.1/ (store: {rt.store.dialect}, "
+               f"{workers} worker{'s' if workers > 1 else ''})", err=True)
+    if workers == 1:
+        uvicorn.run(create_app(rt, run_jobs=jobs), host=host, port=port, log_level="warning", access_log=False)
+        return
+    # Each worker builds its own runtime from the environment (connections cannot cross processes). Jobs may
+    # run in all of them: every job and export is leased in the store, so each run happens once.
+    rt.close()
+    os.environ["LOYALTY_RUN_JOBS"] = "true" if jobs else "false"
+    uvicorn.run("loyalty.api.app:app_from_env", factory=True, workers=workers, host=host, port=port,
+                log_level="warning", access_log=False)
 
 
 @app.command()
@@ -217,11 +228,17 @@ def bench(store: list[str] = typer.Option(["sqlite", "postgresql"], help="Stores
           members: int = typer.Option(100_000, help="Members to seed."),
           history: int = typer.Option(1_000_000, help="Transactions in the long history member."),
           seconds: float = typer.Option(10.0, help="Duration of each scenario."),
+          expiry_lots: int = typer.Option(1_000_000, min=0,
+                                          help="Expired lots for the sweeper to expire (0: skip)."),
+          skip_scaling: bool = typer.Option(False, "--skip-scaling",
+                                            help="Skip accrue with 1, 2 and 4 server processes (PostgreSQL)."),
+          skip_export: bool = typer.Option(False, "--skip-export", help="Skip the transaction export."),
           out: Path = typer.Option(Path("bench/results"), help="Where the JSON results go.")) -> None:
     """Benchmark the server over real HTTP against the raw store ceiling measured in the same run."""
     from loyalty.benchmark.run import main as run_bench
 
-    run_bench(list(store), members, history, seconds, out)
+    run_bench(list(store), members, history, seconds, out, expiry_lots=expiry_lots, scaling=not skip_scaling,
+              export=not skip_export)
 
 
 def main() -> None:

@@ -1,6 +1,9 @@
 """Orchestration of one benchmark run: seed a store, start `loyalty serve` as a separate process, drive each
 scenario from a load process, sample the server's RSS, check the invariants after each scenario, and write
-every figure (with its ratio to the raw store ceiling of the same run) to bench/results/*.json."""
+every figure (with its ratio to the raw store ceiling of the same run) to bench/results/*.json.
+
+After the request scenarios: accrue throughput with 1, 2 and 4 server processes (PostgreSQL), the sweeper
+expiring a million lots, and a million-row export (batch.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,6 @@ import multiprocessing
 import os
 import platform
 import secrets
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -20,28 +20,16 @@ from typing import Any
 
 import httpx
 
-from loyalty.benchmark import load, raw
+from loyalty.benchmark import batch, load, raw, wrk
+from loyalty.benchmark.server import serving
 from loyalty.config import Settings
-from loyalty.services import programfile, schema, tokens, verify
+from loyalty.services import programfile, schema, tokens
 from loyalty.services.demo import example_path
 from loyalty.services.ids import new_txn_id
 from loyalty.services.runtime import Runtime
 from loyalty.storage import bulk_repo
 
 INITIAL_UNITS = 100_000_000  # 1,000,000.00 stars each, so redemptions never run dry during a run
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 def _pg_database(admin_url: str, name: str) -> str:
@@ -79,7 +67,11 @@ def _load(args: tuple) -> dict:
 
 def run_load(pool: Any, base: str, token: str, members: int, scenario: str, clients: int, seconds: float,
              rate: float | None = None) -> dict:
-    return pool.apply(_load, ((base, token, members, scenario, clients, seconds, rate),))
+    """Closed-loop scenarios run on wrk when it is installed (it leaves the CPU to the server); paced (open-loop)
+    runs and machines without wrk use the Python generator."""
+    if rate is None and wrk.available():
+        return wrk.run(base, token, members, scenario, clients, seconds)
+    return {**pool.apply(_load, ((base, token, members, scenario, clients, seconds, rate),)), "generator": "python"}
 
 
 def history_latency(base: str, token: str, email: str, samples: int) -> dict[str, float]:
@@ -105,69 +97,93 @@ def history_latency(base: str, token: str, email: str, samples: int) -> dict[str
     return out
 
 
-def bench_store(store: str, members: int, history: int, seconds: float, pg_admin: str, work: Path) -> dict:
+def bench_store(store: str, members: int, history: int, seconds: float, pg_admin: str, work: Path,
+                expiry_lots: int = 1_000_000, scaling: bool = True, export: bool = True) -> dict:
     url = f"sqlite:///{work / 'bench.db'}" if store == "sqlite" else _pg_database(pg_admin, "loyalty_bench")
     rt = Runtime.from_settings(Settings(database_url=url))
-    schema.upgrade(rt)
-    started = time.perf_counter()
-    token = seed(rt, members, history)
-    result: dict[str, Any] = {"store": store, "members": members, "history_rows": history,
-                              "seed_seconds": round(time.perf_counter() - started, 1)}
-    if store == "sqlite":
-        result["raw_tps"] = round(raw.sqlite_ceiling(work / "raw.db", seconds), 1)
-    else:
-        result["raw_tps"] = round(raw.postgres_ceiling(url.replace("postgresql://", "postgresql://", 1), seconds), 1)
-    port = _free_port()
-    env = {**os.environ, "LOYALTY_DATABASE_URL": url, "LOYALTY_EXPORT_DIR": str(work / "exports")}
-    server = subprocess.Popen([sys.executable, "-m", "loyalty.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    exports_dir = work / "exports"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        result["rss_idle_mb"] = _rss_mb(server.pid)
+        schema.upgrade(rt)
+        started = time.perf_counter()
+        token = seed(rt, members, history)
+        result: dict[str, Any] = {"store": store, "members": members, "history_rows": history,
+                                  "seed_seconds": round(time.perf_counter() - started, 1)}
+        if store == "sqlite":
+            result["raw_tps"] = round(raw.sqlite_ceiling(work / "raw.db", seconds), 1)
+        else:
+            result["raw_tps"] = round(raw.postgres_ceiling(url, seconds), 1)
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(1) as pool:
-            scenarios: dict[str, Any] = {}
-            for name, clients in (("accrue", 32), ("redeem", 32), ("checkout_mix", 32), ("hot_member", 32)):
-                summary = run_load(pool, base, token, members, name, clients, seconds)
-                summary["ratio_to_raw"] = round(summary["rps"] / result["raw_tps"], 3)
-                summary["rss_mb"] = _rss_mb(server.pid)
-                report = verify.verify_all(rt)
-                summary["verify"] = "OK" if not report.problems else f"DRIFT: {report.problems[:3]}"
-                scenarios[name] = summary
-            half = scenarios["checkout_mix"]["rps"] / 2
-            paced = run_load(pool, base, token, members, "checkout_mix", 0, seconds, rate=half)
-            scenarios["checkout_mix_at_half_peak"] = {**paced, "target_rps": round(half, 1)}
-            result["scenarios"] = scenarios
-        long_member = history_latency(base, token, "long@bench.example", 50)
-        short_member = history_latency(base, token, "short@bench.example", 50)
-        result["history"] = {"long_ms": long_member, "short_ms": short_member,
-                             "ratio": {k: round(long_member[k] / short_member[k], 2) for k in long_member}}
-        result["rss_end_mb"] = _rss_mb(server.pid)
+            with serving(url, exports_dir) as server:
+                result["rss_idle_mb"] = server.rss_mb()
+                scenarios: dict[str, Any] = {}
+                for name, clients in (("accrue", 32), ("redeem", 32), ("checkout_mix", 32), ("hot_member", 32)):
+                    summary = run_load(pool, server.base, token, members, name, clients, seconds)
+                    summary["ratio_to_raw"] = round(summary["rps"] / result["raw_tps"], 3)
+                    summary["rss_mb"] = server.rss_mb()
+                    summary["verify"] = batch.verdict(rt)
+                    scenarios[name] = summary
+                half = scenarios["checkout_mix"]["rps"] / 2
+                paced = run_load(pool, server.base, token, members, "checkout_mix", 0, seconds, rate=half)
+                scenarios["checkout_mix_at_half_peak"] = {**paced, "target_rps": round(half, 1)}
+                result["scenarios"] = scenarios
+                long_member = history_latency(server.base, token, "long@bench.example", 50)
+                short_member = history_latency(server.base, token, "short@bench.example", 50)
+                result["history"] = {"long_ms": long_member, "short_ms": short_member,
+                                     "ratio": {k: round(long_member[k] / short_member[k], 2) for k in long_member}}
+                result["rss_end_mb"] = server.rss_mb()
+            if scaling and store == "postgresql":
+                _progress(store, "accrue with 1, 2 and 4 server processes")
+                result["scaling"] = measure_scaling(rt, pool, url, exports_dir, token, members, seconds,
+                                                    result["raw_tps"])
+        if expiry_lots:
+            # No server runs now: the sweeper timed here is the only one.
+            _progress(store, f"seeding {expiry_lots} expired lots, then sweeping them")
+            result["expiry"] = batch.measure_expiry(rt, expiry_lots)
+        if export:
+            _progress(store, "exporting the currency's transactions")
+            with serving(url, exports_dir) as server:
+                result["export"] = batch.measure_export(server, token)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         rt.close()
     return result
 
 
+def measure_scaling(rt: Runtime, pool: Any, url: str, exports_dir: Path, token: str, members: int,
+                    seconds: float, raw_tps: float) -> dict[str, Any]:
+    """The accrue scenario against `serve --workers N` for N = 1, 2, 4."""
+    out: dict[str, Any] = {}
+    for workers in (1, 2, 4):
+        with serving(url, exports_dir, workers=workers) as server:
+            summary = run_load(pool, server.base, token, members, "accrue", 32, seconds)
+            summary["rss_mb"] = server.rss_mb()
+        summary["ratio_to_raw"] = round(summary["rps"] / raw_tps, 3)
+        summary["verify"] = batch.verdict(rt)
+        out[str(workers)] = summary
+    return out
+
+
+def _progress(store: str, what: str) -> None:
+    print(f"[bench] {store}: {what}", flush=True)
+
+
 def main(stores: list[str], members: int, history: int, seconds: float, out_dir: Path,
-         pg_admin: str = "postgresql://postgres@127.0.0.1:5432/postgres") -> Path:
+         pg_admin: str = "postgresql://postgres@127.0.0.1:5432/postgres", expiry_lots: int = 1_000_000,
+         scaling: bool = True, export: bool = True) -> Path:
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(), "machine": {"cpus": os.cpu_count(),
                                                                  "python": platform.python_version()},
-        "settings": {"members": members, "history_rows": history, "seconds_per_scenario": seconds},
+        "settings": {"members": members, "history_rows": history, "seconds_per_scenario": seconds,
+                     "expiry_lots": expiry_lots, "scaling": scaling, "export": export},
         "stores": [],
     }
     with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as tmp:
         for store in stores:
-            print(f"[bench] {store}: seeding {members} members and a {history}-row history", flush=True)
-            results["stores"].append(bench_store(store, members, history, seconds, pg_admin, Path(tmp)))
+            _progress(store, f"seeding {members} members and a {history}-row history")
+            work = Path(tmp) / store
+            work.mkdir()
+            results["stores"].append(bench_store(store, members, history, seconds, pg_admin, work,
+                                                 expiry_lots=expiry_lots, scaling=scaling, export=export))
             print(json.dumps(results["stores"][-1], indent=2), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"

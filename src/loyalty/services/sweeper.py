@@ -28,7 +28,7 @@ def sweep_once(rt: Runtime, batch: int = 500) -> int:
     if not due:
         return 0
     rt.store.write(lambda conn: expiry_repo.expire_batch(conn, due, now, new_txn_id))
-    rest = rt.store.read(lambda conn: ledger_repo.due_among(conn, due, now))
+    rest = rt.store.read(lambda conn: expiry_repo.due_among(conn, due, now))
     for key in rest:
         rt.store.write(partial(_settle, rt, *key))
     return len(due)

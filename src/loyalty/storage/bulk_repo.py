@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, Table, bindparam, case, insert, literal, select, update
 
 from loyalty.storage.tables import accounts, lots, members, postings, profile_phones, profiles, transactions
+from loyalty.storage.types import UtcMicros
 
 CHUNK = 2000
 
@@ -63,3 +64,79 @@ def seed_history(conn: Connection, *, program_id: int, profile_id: str, currency
     conn.execute(update(accounts).where(
         accounts.c.program_id == program_id, accounts.c.profile_id == profile_id,
         accounts.c.currency_iid == currency_iid).values(txn_count=accounts.c.txn_count + len(ids)))
+
+
+def seed_expiring_lots(conn: Connection, *, program_id: int, currency_iid: int, counts: list[tuple[str, int]],
+                       amount: int, created_at: datetime, expires_at: datetime, ids: Iterator[str]) -> int:
+    """Committed accruals of `amount` each, `n` per enrolled member for every (`profile_id`, `n`) of `counts`,
+    whose lots expire at `expires_at`: as many lots, transactions and postings, and the accounts' balances,
+    history counters and `next_event_at` moved as the ledger would (so a sweep finds them due once
+    `expires_at` has passed, and `verify` holds before and after). Returns the number of lots written.
+
+    A million lots means three million rows, so they go through the driver directly (COPY on PostgreSQL,
+    executemany of plain tuples on SQLite) rather than row by row through SQLAlchemy's parameter handling."""
+    wanted = [(profile_id, n) for profile_id, n in counts if n > 0]
+    key = (accounts.c.program_id == program_id, accounts.c.currency_iid == currency_iid)
+    at, until = _MICROS.process_bind_param(created_at, None), _MICROS.process_bind_param(expires_at, None)
+    expiry = literal(expires_at, UtcMicros)
+    step = max(1, 10 * CHUNK // max(1, max((n for _, n in wanted), default=1)))
+    written = 0
+    # One scan for every balance: an IN list per chunk is planned as a scan of all accounts when the
+    # statistics predate the seeding (as they do right after it).
+    balance = {p: a for p, a in conn.execute(select(accounts.c.profile_id, accounts.c.active).where(*key))}
+    for start in range(0, len(wanted), step):
+        part = wanted[start:start + step]
+        lot_rows, txn_rows, posting_rows = [], [], []
+        for profile_id, n in part:
+            before = balance[profile_id]
+            for _ in range(n):
+                txn_id = next(ids)
+                lot_rows.append((txn_id, program_id, profile_id, currency_iid, amount, amount, 0, 0, at, until,
+                                 True, False, at))
+                txn_rows.append((txn_id, program_id, profile_id, currency_iid, "accrual", "committed", amount,
+                                 before, before + amount, at, until, "api", at, at))
+                posting_rows.append((program_id, profile_id, currency_iid, txn_id, "accrual", amount, 0, 0, 0, 0,
+                                     at))
+                before += amount
+        _insert_rows(conn, lots, _LOT_COLUMNS, lot_rows)
+        _insert_rows(conn, transactions, _TXN_COLUMNS, txn_rows)
+        _insert_rows(conn, postings, _POSTING_COLUMNS, posting_rows)
+        conn.execute(
+            update(accounts)
+            .where(*key, accounts.c.profile_id == bindparam("k_profile"))
+            .values(active=accounts.c.active + bindparam("d_units"), earned=accounts.c.earned + bindparam("d_units"),
+                    txn_count=accounts.c.txn_count + bindparam("d_count"),
+                    next_event_at=case((accounts.c.next_event_at.is_(None), expiry),
+                                       (accounts.c.next_event_at > expiry, expiry),
+                                       else_=accounts.c.next_event_at),
+                    version=accounts.c.version + 1),
+            [{"k_profile": p, "d_units": n * amount, "d_count": n} for p, n in part])
+        written += len(lot_rows)
+    return written
+
+
+_MICROS = UtcMicros()
+_LOT_COLUMNS = ("id", "program_id", "profile_id", "currency_iid", "original", "remaining", "held", "expired",
+                "activates_at", "expires_at", "is_active", "cancelled", "created_at")
+_TXN_COLUMNS = ("id", "program_id", "profile_id", "currency_iid", "type", "status", "amount", "balance_before",
+                "balance_after", "activation_date", "expiration_date", "source_type", "created_at", "recorded_at")
+_POSTING_COLUMNS = ("program_id", "profile_id", "currency_iid", "transaction_id", "reason", "d_active", "d_pending",
+                    "d_held", "d_temp", "d_debt", "at")
+
+
+def _insert_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Plain tuples (timestamps already in store form) into `table`, in the connection's transaction."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        with driver.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        cur = driver.cursor()
+        try:
+            cur.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)
+        finally:
+            cur.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
 from loyalty.storage.tables import accounts, lots, postings, transactions
 from loyalty.storage.types import UtcMicros
@@ -21,7 +21,16 @@ Key = tuple[int, str, int]
 
 
 def _in_batch(table: Any, keys: list[Key]) -> Any:
-    return tuple_(table.c.program_id, table.c.profile_id, table.c.currency_iid).in_(keys)
+    """`program = ? AND currency = ? AND profile IN (...)` per (program, currency) of the batch, usually one.
+
+    Not a row-value `IN ((p, m, c), ...)`: PostgreSQL plans that as one OR arm per key, and planning a
+    200-key batch took ~20 ms per statement, several times the statement's own run time."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for program_id, profile_id, currency_iid in keys:
+        groups.setdefault((program_id, currency_iid), []).append(profile_id)
+    return or_(*(and_(table.c.program_id == program_id, table.c.currency_iid == currency_iid,
+                      table.c.profile_id.in_(profile_ids))
+                 for (program_id, currency_iid), profile_ids in groups.items()))
 
 
 def expire_batch(conn: Connection, keys: list[Key], now: datetime, new_id: Any) -> int:
@@ -75,6 +84,15 @@ def expire_batch(conn: Connection, keys: list[Key], now: datetime, new_id: Any) 
         )
     _recompute_next_event(conn, keys)
     return len(sums)
+
+
+def due_among(conn: Connection, keys: list[Key], now: datetime) -> list[Key]:
+    """The accounts of the batch that still have an event due (a temp deadline or an activation)."""
+    if not keys:
+        return []
+    rows = conn.execute(select(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid).where(
+        _in_batch(accounts, keys), accounts.c.next_event_at <= now))
+    return [(r.program_id, r.profile_id, r.currency_iid) for r in rows]
 
 
 def _recompute_next_event(conn: Connection, keys: list[Key]) -> None:
