@@ -325,12 +325,6 @@ def test_a_unit_that_lost_a_race_is_run_again_and_its_caller_gets_the_second_res
     assert stored(store) == expected  # run 1's row left no trace
 
 
-PREPARED_RACE_BUG = ("Prepared runs on the raw DBAPI cursor, so a lost race there raises the driver's own exception "
-                     "(sqlite3.IntegrityError, psycopg.errors.UniqueViolation/DeadlockDetected), not a SQLAlchemy "
-                     "DBAPIError: neither GroupCommitter._in_savepoint nor Store.write_alone recognise it as retryable")
-
-
-@pytest.mark.xfail(strict=True, reason=PREPARED_RACE_BUG)
 @pytest.mark.parametrize("in_batch", [True, False], ids=["in_a_batch", "alone"])
 def test_a_unit_that_lost_a_race_on_a_prepared_statement_is_run_again(store, in_batch):
     """The hot-path statements (storage/prepared.py) lose races like any other: a unique key taken by a
@@ -358,7 +352,6 @@ def test_a_unit_that_lost_a_race_on_a_prepared_statement_is_run_again(store, in_
     assert stored(store)[2] == "run 2"
 
 
-@pytest.mark.xfail(strict=True, reason=PREPARED_RACE_BUG)
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # SQLite has one writer: no such race
 def test_two_processes_opening_the_same_new_account_at_once_both_succeed(rt, program, store_url, clock):
     """ledger_repo.lock_account: "A concurrent creator makes this insert fail; the unit of work retries and the
@@ -400,8 +393,8 @@ def test_two_processes_opening_the_same_new_account_at_once_both_succeed(rt, pro
 
 def wait_for_a_lock_wait(rt: Runtime) -> bool:
     """Whether some session of this database is waiting for a lock, within WAIT seconds."""
-    query = text("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                 "WHERE NOT l.granted AND d.datname = current_database()")
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                 "AND datname = current_database()")
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         if rt.store.read(lambda conn: conn.execute(query).scalar_one()):

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
 from loyalty.storage.types import UtcMicros, from_micros, to_micros
@@ -77,7 +78,11 @@ class Prepared:
         raw = conn.connection.dbapi_connection
         assert raw is not None
         cursor = raw.cursor()
-        cursor.execute(compiled.sql, compiled.bind(params))
+        bound = compiled.bind(params)
+        try:
+            cursor.execute(compiled.sql, bound)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(exc, compiled.sql, bound, conn) from exc
         return cursor, compiled
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
@@ -107,5 +112,16 @@ class Prepared:
         raw = conn.connection.dbapi_connection
         assert raw is not None
         cursor = raw.cursor()
-        cursor.executemany(compiled.sql, [compiled.bind(r) for r in rows])
+        bound = [compiled.bind(r) for r in rows]
+        try:
+            cursor.executemany(compiled.sql, bound)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(exc, compiled.sql, bound, conn) from exc
         cursor.close()
+
+
+def _wrapped(exc: Exception, sql: str, params: Any, conn: Connection) -> Exception:
+    """The driver's error as SQLAlchemy's (IntegrityError, OperationalError, ...), as `Connection.execute` would
+    raise it, so the unit of work recognises lost races and retries them."""
+    return DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,
+                               dialect=conn.dialect)
