@@ -54,11 +54,11 @@ class GroupCommitter:
         self.is_retryable = is_retryable
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._stopped = False
-        self._thread.start()
         self.batches = 0
         self.units = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
 
     def submit(self, work: Work, key: Hashable | None = None) -> Future[Any]:
         if self._stopped:
@@ -69,9 +69,6 @@ class GroupCommitter:
 
     def is_writer_thread(self) -> bool:
         return threading.current_thread() is self._thread
-
-    def run(self, work: Work, key: Hashable | None = None) -> Any:
-        return self.submit(work, key).result()
 
     def stop(self) -> None:
         if not self._stopped:

@@ -12,7 +12,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Integer, and_, bindparam, func, insert, or_, select, update
 
 from loyalty.domain.model import Account, Lot, Txn
 from loyalty.storage.prepared import Prepared
@@ -28,14 +28,6 @@ def _account(row: Any) -> Account:
     return Account(
         row.program_id, row.profile_id, row.currency_iid, row.active, row.pending, row.held, row.temp_accrued,
         row.debt, row.next_event_at, row.txn_count, row.earned, row.version,
-    )
-
-
-def _account_where(program_id: int, profile_id: str, currency_iid: int) -> Any:
-    return and_(
-        accounts.c.program_id == program_id,
-        accounts.c.profile_id == profile_id,
-        accounts.c.currency_iid == currency_iid,
     )
 
 
@@ -183,15 +175,6 @@ def accounts_with_due_events(conn: Connection, now: datetime, limit: int) -> lis
         .where(accounts.c.next_event_at <= now)
         .order_by(accounts.c.next_event_at)
         .limit(limit)
-    )
-    return [(r.program_id, r.profile_id, r.currency_iid) for r in rows]
-
-
-def due_among(conn: Connection, keys: list[tuple[int, str, int]], now: datetime) -> list[tuple[int, str, int]]:
-    rows = conn.execute(
-        select(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid).where(
-            tuple_(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid).in_(keys),
-            accounts.c.next_event_at <= now)
     )
     return [(r.program_id, r.profile_id, r.currency_iid) for r in rows]
 
