@@ -1,8 +1,8 @@
 """The Altcraft routes: each endpoint is a command model plus a function that calls one use case.
 
-`register_endpoints` mounts them all under /api/v1.1/ with one request pipeline: size limit → parse body →
-authenticate → validate → run the use case in the thread pool → envelope. Every failure goes through
-`respond_error`, so no request ever answers with a traceback.
+`register_endpoints` mounts them all under /api/v1.1/, each as a `Route` with one request pipeline: size limit →
+parse body → authenticate → validate → run the use case (in the thread pool, or inline, see inline.py) →
+envelope. Every failure goes through `respond_error`, so no request ever answers with a traceback.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class Endpoint:
     summary: str
     # Short use cases that may run on the event loop itself when the store is embedded (see inline.py).
     inline: bool = False
+    # Answers carry links built from the request's base URL (`base_url`).
+    links: bool = False
 
 
 def _register(rt: Runtime, p: Principal, cmd: RegisterCmd) -> dict[str, Any]:
@@ -151,7 +153,8 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("market/orders/preorder_commit", PreorderCmd,
              lambda rt, p, c: {"data": orders.preorder_commit(rt, p, c)}, "Confirm an order's points, once"),
     Endpoint("loyalty/transactions_export", ExportCmd, _export, "Start a CSV export of a currency's transactions"),
-    Endpoint("loyalty/transactions_export/status", ExportStatusCmd, _export_status, "Status of an export task"),
+    Endpoint("loyalty/transactions_export/status", ExportStatusCmd, _export_status, "Status of an export task",
+             links=True),
     Endpoint("profiles/add", ProfileAddCmd, _profile_add, "Create a profile"),
     Endpoint("profiles/import", ProfileImportCmd, _profile_import(create=True), "Update or create a profile"),
     Endpoint("profiles/update", ProfileImportCmd, _profile_import(create=False), "Update a profile"),
@@ -169,33 +172,16 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
     }}}
 
 
-def register_endpoints(app: FastAPI, rt: Runtime, auth: Authenticator, metrics: ApiMetrics) -> None:
-    routes: dict[str, Callable[[Request], Any]] = {}
+def register_endpoints(app: FastAPI, rt: Runtime, auth: Authenticator, metrics: ApiMetrics) -> dict[str, Route]:
+    """Mount every contract route on `app` (for the OpenAPI document) and return them by path, for the
+    application to answer straight from the ASGI call (see app.LoyaltyApp)."""
+    routes: dict[str, Route] = {}
     for endpoint in ENDPOINTS:
         path = f"/api/v1.1/{endpoint.path}"
-        routes[path] = route = _route(rt, auth, endpoint, metrics)
-        app.add_api_route(path, route, methods=["POST"], summary=endpoint.summary, name=endpoint.path,
-                          openapi_extra=_request_body(endpoint.model))
-    app.add_middleware(DirectRoutes, routes=routes)
-
-
-class DirectRoutes:
-    """Answer the contract's POST routes straight from the ASGI call, ahead of the framework's routing and
-    exception layers (which cost as much CPU per request as a ledger write). The routes stay registered with
-    FastAPI too, for the OpenAPI document; each route already turns every failure into an envelope."""
-
-    def __init__(self, app: Any, routes: dict[str, Callable[[Request], Any]]):
-        self.app = app
-        self.routes = routes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                response = await route(Request(scope, receive))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        routes[path] = route = Route(rt, auth, endpoint, metrics)
+        app.add_api_route(path, route.via_framework, methods=["POST"], summary=endpoint.summary,
+                          name=endpoint.path, openapi_extra=_request_body(endpoint.model))
+    return routes
 
 
 def register_download(app: FastAPI, rt: Runtime, auth: Authenticator) -> None:
@@ -203,48 +189,73 @@ def register_download(app: FastAPI, rt: Runtime, auth: Authenticator) -> None:
 
     async def download(task_id: str, request: Request) -> Response:
         try:
-            token = wire.pick_token(request, {"token": request.query_params.get("token")})
+            token = wire.pick_token(request.headers.get("authorization", ""),
+                                    {"token": request.query_params.get("token")})
             principal = await run_in_threadpool(auth.principal, token)
             path = await run_in_threadpool(exports.file_for_download, rt, principal, task_id)
         except LoyaltyError as error:
-            return wire.respond_error(error, "json")
+            return wire.respond_error(error, "json").response()
         return FileResponse(path, media_type="text/csv; charset=utf-8", filename=f"{task_id}.csv")
 
     app.add_api_route(DOWNLOAD_PATH + "{task_id}", download, methods=["GET"], summary="Download an export")
 
 
-def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint, metrics: ApiMetrics) -> Callable[[Request], Any]:
-    inline = endpoint.inline and rt.store.dialect == "sqlite"
+class Route:
+    """One contract endpoint's request pipeline: size limit → parse body → authenticate → validate → use case →
+    envelope. Every failure becomes an envelope, so no request ever answers with a traceback."""
 
-    async def route(request: Request) -> Response:
+    def __init__(self, rt: Runtime, auth: Authenticator, endpoint: Endpoint, metrics: ApiMetrics):
+        self.rt = rt
+        self.auth = auth
+        self.endpoint = endpoint
+        self.metrics = metrics
+        self.inline = endpoint.inline and rt.store.dialect == "sqlite"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Answer as an ASGI application."""
         started = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or _new_request_id()
-        response, code = await _handle(request, request_id)
-        metrics.observe(endpoint.path, code, time.perf_counter() - started)
+        incoming = wire.Incoming(scope)
+        request_id = incoming.headers.get("x-request-id") or _new_request_id()
+        answer, code = await self._handle(scope, receive, incoming, request_id)
+        await send({"type": "http.response.start", "status": answer.status, "headers": [
+            (b"content-type", answer.content_type.encode()), (b"content-length", b"%d" % len(answer.body)),
+            (b"x-request-id", request_id.encode("latin-1"))]})
+        await send({"type": "http.response.body", "body": answer.body})
+        self.metrics.observe(self.endpoint.path, code, time.perf_counter() - started)
+
+    async def via_framework(self, request: Request) -> Response:
+        """The same answer as a FastAPI endpoint (the app answers these paths before FastAPI routes them)."""
+        incoming = wire.Incoming(request.scope)
+        request_id = incoming.headers.get("x-request-id") or _new_request_id()
+        answer, _ = await self._handle(request.scope, request.receive, incoming, request_id)
+        response = answer.response()
         response.headers["X-Request-Id"] = request_id
         return response
 
-    def _serve(token: str, params: dict[str, Any]) -> dict[str, Any]:
-        principal = auth.principal(token)  # authentication answers before validation does
-        cmd = wire.validate(endpoint.model, params)
-        return endpoint.handler(rt, principal, cmd)
+    def _serve(self, token: str, params: dict[str, Any]) -> dict[str, Any]:
+        principal = self.auth.principal(token)  # authentication answers before validation does
+        cmd = wire.validate(self.endpoint.model, params)
+        return self.endpoint.handler(self.rt, principal, cmd)
 
-    async def _handle(request: Request, request_id: str) -> tuple[Response, str]:
+    async def _handle(self, scope: dict[str, Any], receive: Any, incoming: wire.Incoming,
+                      request_id: str) -> tuple[wire.Answer, str]:
+        endpoint = self.endpoint
         # The declared format answers failures that happen before the body is read (413).
-        fmt = wire.response_format_of(request, wire.body_format_of(request, b""), None)
+        fmt = wire.response_format_of(incoming, wire.body_format_of(incoming, b""), None)
         try:
-            body = await wire.read_body(request, rt.settings.max_body_bytes)
-            body_format = wire.body_format_of(request, body)
-            fmt = wire.response_format_of(request, body_format, None)
+            body = await wire.read_body(incoming, receive, self.rt.settings.max_body_bytes)
+            body_format = wire.body_format_of(incoming, body)
+            fmt = wire.response_format_of(incoming, body_format, None)
             params = wire.parse_params(body, body_format, endpoint.model)
-            fmt = wire.response_format_of(request, body_format, params)
-            token = wire.pick_token(request, params)
-            base_url.set(str(request.base_url))
-            if inline:
-                payload = await run_inline(_serve, token, params)
+            fmt = wire.response_format_of(incoming, body_format, params)
+            token = wire.pick_token(incoming.headers.get("authorization", ""), params)
+            if endpoint.links:
+                base_url.set(str(Request(scope).base_url))
+            if self.inline:
+                payload = await run_inline(self._serve, token, params)
             else:
                 # One trip to the thread pool per request: each hand-off between threads costs a GIL switch.
-                payload = await run_in_threadpool(_serve, token, params)
+                payload = await run_in_threadpool(self._serve, token, params)
             return wire.respond(payload, fmt), "ok"
         except LoyaltyError as error:
             if error.error >= 500:
@@ -254,5 +265,3 @@ def _route(rt: Runtime, auth: Authenticator, endpoint: Endpoint, metrics: ApiMet
             log.exception("request %s: unhandled error on %s", request_id, endpoint.path)
             error = LoyaltyError(f"Internal error (request {request_id}); see the server log")
             return wire.respond_error(error, fmt), error.code
-
-    return route

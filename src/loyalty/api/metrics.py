@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 
@@ -16,9 +18,16 @@ class ApiMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
 
+        # The labelled children by (endpoint, error code): looking them up by label costs a lock and a tuple.
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
     def observe(self, endpoint: str, error_code: str, seconds: float) -> None:
-        self.requests.labels(endpoint, error_code).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        children = self._children.get((endpoint, error_code))
+        if children is None:
+            children = self._children[(endpoint, error_code)] = (
+                self.requests.labels(endpoint, error_code), self.latency.labels(endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

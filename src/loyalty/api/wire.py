@@ -1,15 +1,17 @@
 """The transport rules of altcraft-api.md §1: body formats, size limit, negotiation, token, envelope.
 
-`read_request` turns an HTTP request into (params, formats); `respond` and `respond_error` turn a payload or an
-error into the envelope in the negotiated format, with the HTTP status equal to `error` on failure.
+`Incoming` and `read_body` take what a request carries straight from the ASGI scope and receive channel;
+`respond` and `respond_error` turn a payload or an error into the envelope in the negotiated format (an
+`Answer`), with the HTTP status equal to `error` on failure.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
-from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
@@ -31,8 +33,23 @@ JSON_TYPE = "application/json; charset=utf-8"
 XML_TYPE = "application/xml; charset=utf-8"
 
 
-def body_format_of(request: Request, body: bytes) -> str:
-    ctype = request.headers.get("content-type", "").lower()
+class Incoming:
+    """What the pipeline reads of an HTTP request, taken from the ASGI scope once: headers by lower-case name
+    (the first of repeated ones) and the query parameters (the last of repeated ones)."""
+
+    __slots__ = ("headers", "query")
+
+    def __init__(self, scope: dict[str, Any]):
+        self.headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            self.headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        raw_query = scope.get("query_string") or b""
+        self.query: dict[str, str] = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) \
+            if raw_query else {}
+
+
+def body_format_of(incoming: Incoming, body: bytes) -> str:
+    ctype = incoming.headers.get("content-type", "").lower()
     if "xml" in ctype:
         return "xml"
     if "json" in ctype:
@@ -40,11 +57,11 @@ def body_format_of(request: Request, body: bytes) -> str:
     return "xml" if body.lstrip()[:1] == b"<" else "json"
 
 
-def response_format_of(request: Request, body_format: str, params: dict[str, Any] | None) -> str:
-    explicit = request.query_params.get("format") or (params or {}).get("format")
+def response_format_of(incoming: Incoming, body_format: str, params: dict[str, Any] | None) -> str:
+    explicit = incoming.query.get("format") or (params or {}).get("format")
     if isinstance(explicit, str) and explicit.lower() in ("json", "xml"):
         return explicit.lower()
-    accept = request.headers.get("accept", "").lower()
+    accept = incoming.headers.get("accept", "").lower()
     wants_xml = "application/xml" in accept or "text/xml" in accept
     wants_json = "application/json" in accept
     if wants_xml and not wants_json:
@@ -56,18 +73,23 @@ def response_format_of(request: Request, body_format: str, params: dict[str, Any
     return body_format
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(incoming: Incoming, receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes:
+    declared = incoming.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise InvalidRequest("The client went away before sending the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"The body is larger than {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_params(body: bytes, body_format: str, model: type[BaseModel] | None) -> dict[str, Any]:
@@ -87,8 +109,9 @@ def parse_params(body: bytes, body_format: str, model: type[BaseModel] | None) -
     return value
 
 
-def pick_token(request: Request, params: dict[str, Any]) -> str:
-    header = request.headers.get("authorization", "")
+def pick_token(authorization: str, params: dict[str, Any]) -> str:
+    """The token from the `Authorization: Bearer` header or the body's `token`, which must agree if both."""
+    header = authorization
     bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
     body_token = params.get("token")
     if body_token is not None and not isinstance(body_token, str):
@@ -115,18 +138,27 @@ def validate(model: type[BaseModel], params: dict[str, Any]) -> Any:
         raise InvalidParameter(name, first["msg"]) from None
 
 
-def respond(payload: dict[str, Any], fmt: str) -> Response:
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    content_type: str
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, media_type=self.content_type)
+
+
+def respond(payload: dict[str, Any], fmt: str) -> Answer:
     body = {"error": 0, "error_text": SUCCESS, **payload}
     return _render(body, fmt, 200)
 
 
-def respond_error(error: LoyaltyError, fmt: str) -> Response:
+def respond_error(error: LoyaltyError, fmt: str) -> Answer:
     body = {"error": error.error, "error_text": error.message, "error_code": error.code}
     status = error.error if error.error in _STATUS_FROM_ERROR else 500
     return _render(body, fmt, status)
 
 
-def _render(body: dict[str, Any], fmt: str, status: int) -> Response:
+def _render(body: dict[str, Any], fmt: str, status: int) -> Answer:
     if fmt == "xml":
-        return Response(xmlcodec.render(body), status_code=status, media_type=XML_TYPE)
-    return Response(dumps_ordered(body).encode("utf-8"), status_code=status, media_type=JSON_TYPE)
+        return Answer(status, xmlcodec.render(body), XML_TYPE)
+    return Answer(status, dumps_ordered(body).encode("utf-8"), JSON_TYPE)

@@ -235,6 +235,11 @@ def _load(conn: Connection, version: int) -> Snapshot:
                     {k: tuple(v) for k, v in all_by_program.items()}, dbs)
 
 
+def end_of_use(conn: Connection) -> None:
+    """The connection's use is over (it is going back to be reused): the next one checks the counter again."""
+    _by_connection.pop(conn, None)
+
+
 def catalog_changed(conn: Connection) -> None:
     """Mark the catalogue changed in this transaction (every writer of catalogue tables calls it)."""
     counters_repo.bump(conn, "catalog")

@@ -56,7 +56,7 @@ def make_engines(url: str | None, pool_size: int = 20) -> Engines:
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
-        reader = _sqlite_engine(url, False, 4)
+        reader = _sqlite_engine(url, False, 16)
         return Engines(url, "sqlite", _sqlite_engine(url, immediate=True, size=1), reader, reader)
     if backend == "postgresql":
         # A fixed-size pool: overflow connections are closed on return, and opening a PostgreSQL session costs

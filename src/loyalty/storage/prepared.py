@@ -9,20 +9,22 @@ cursor of the same `Connection`, inside the same transaction. Datetimes are the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.sqltypes import NullType
 
 from loyalty.storage.types import UtcMicros, from_micros, to_micros
 
 
 class _Compiled:
-    __slots__ = ("sql", "names", "positional", "micros_columns", "literals")
+    __slots__ = ("sql", "names", "positional", "micros_columns", "literals", "values_of", "datetime_binds")
 
     def __init__(self, stmt: Any, dialect: Dialect, column_keys: list[str] | None):
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
@@ -34,15 +36,28 @@ class _Compiled:
         # Literals in the statement (`remaining > 0`) become bind parameters with their value attached.
         self.literals: dict[str, Any] = {
             name: _value(bind.effective_value) for name, bind in compiled.binds.items() if not bind.required}
+        # The values in `names` order, fetched in C; a single name gets a 1-tuple too.
+        names = self.names
+        self.values_of: Callable[[Mapping[str, Any]], Sequence[Any]] = (
+            itemgetter(*names) if len(names) > 1 else (lambda p: (p[names[0]],)) if names else (lambda p: ()))
+        # Only binds typed as instants (or untyped) may carry a datetime to turn into microseconds.
+        self.datetime_binds: tuple[int, ...] = tuple(
+            i for i, name in enumerate(names)
+            if name not in self.literals and isinstance(compiled.binds[name].type, (UtcMicros, NullType)))
         columns = getattr(stmt, "selected_columns", None)
         self.micros_columns: tuple[int, ...] = tuple(
             i for i, col in enumerate(columns or ()) if isinstance(col.type, UtcMicros))
 
     def bind(self, params: Mapping[str, Any]) -> Any:
-        lit = self.literals
-        if self.positional:
-            return tuple(lit[name] if name in lit else _value(params[name]) for name in self.names)
-        return {name: lit[name] if name in lit else _value(params[name]) for name in self.names}
+        if self.literals:
+            params = {**params, **self.literals}
+        values = self.values_of(params)
+        if self.datetime_binds:
+            values = list(values)
+            for i in self.datetime_binds:
+                if isinstance(values[i], datetime):
+                    values[i] = to_micros(values[i])
+        return values if self.positional else dict(zip(self.names, values, strict=True))
 
     def decode(self, row: Sequence[Any]) -> tuple[Any, ...]:
         if not self.micros_columns:
