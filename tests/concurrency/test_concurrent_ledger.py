@@ -188,16 +188,15 @@ def test_concurrent_different_payloads_of_one_eid_let_exactly_one_win(rt, progra
     assert_clean(rt)
 
 
-# --- (d) several processes on one PostgreSQL --------------------------------------------------------------------
+# --- (d) several processes on one store (each with its own group-commit writer) --------------------------------
 
 @pytest.mark.slow
-def test_processes_redeeming_from_one_member_never_overspend(pg_url, clock):
+def test_processes_redeeming_from_one_member_never_overspend(store_url, clock):
     from loyalty.services import programfile
     from loyalty.services.demo import example_path
-    from tests.conftest import make_runtime, truncate_all
+    from tests.conftest import make_runtime
 
-    truncate_all(pg_url)
-    rt = make_runtime(pg_url, clock)
+    rt = make_runtime(store_url, clock)
     try:
         programfile.apply_spec(rt, programfile.load(example_path()))
         enrol(rt, "procs@example.com")
@@ -206,7 +205,7 @@ def test_processes_redeeming_from_one_member_never_overspend(pg_url, clock):
         barrier = ctx.Barrier(processes)
         queue = ctx.Queue()
         workers = [ctx.Process(target=_workers.redeem_many_into,
-                               args=(queue, pg_url, START.isoformat(), "procs@example.com", "100", times, barrier))
+                               args=(queue, store_url, START.isoformat(), "procs@example.com", "100", times, barrier))
                    for _ in range(processes)]
         for w in workers:
             w.start()

@@ -22,12 +22,40 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } loyalty_timespec;
+           int clock_gettime(int clk, loyalty_timespec *ts); ]]
+local ts = ffi.new("loyalty_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+
 function init(args)
   members = tonumber(args[1]); scenario = args[2]
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer " .. args[3]
   statuses = {}; seq = 0; holds = {}; accruals = {}
   math.randomseed(os.time() * 1000 + tid * 7919)
+  -- Paced runs: this thread's requests are due every `interval` ms; each connection that is free to send
+  -- takes the next due slot. With more connections than the rate times the latency, sends keep to the
+  -- schedule whatever the answers' latency (an open loop); `late_ms` records how far behind any send was.
+  local rate = tonumber(args[4] or "0")
+  interval = rate > 0 and (1000 / rate) or 0
+  next_slot = nil; late_ms = 0
+end
+
+function delay()
+  if interval == 0 then return 0 end
+  local now = now_ms()
+  local slot = next_slot or now
+  next_slot = slot + interval
+  local wait = slot - now  -- wrk waits whole milliseconds
+  if wait < 0 then
+    if -wait > late_ms then late_ms = -wait end
+    return 0
+  end
+  return wait
 end
 
 local LAG = 64  -- answered long before: each thread has at most its connections' requests in flight
@@ -91,14 +119,18 @@ end
 
 function done(summary, latency, requests)
   local errors = {}
+  local late = 0
   for _, thread in ipairs(threads) do
     local s = thread:get("statuses")
     for k, v in pairs(s) do errors["http_" .. k] = (errors["http_" .. k] or 0) + v end
+    local l = thread:get("late_ms")
+    if l > late then late = l end
   end
   local parts = {}
   for k, v in pairs(errors) do table.insert(parts, '"' .. k .. '":' .. v) end
-  io.write(string.format('WRKJSON {"requests":%d,"seconds":%.3f,"p50_us":%d,"p99_us":%d,"errors":{%s}}\n',
-    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"seconds":%.3f,"p50_us":%d,"p99_us":%d,"late_ms":%.1f,"errors":{%s}}\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99), late,
     table.concat(parts, ",")))
 end
 """
@@ -109,18 +141,22 @@ def available() -> bool:
 
 
 def run(base: str, token: str, members: int, scenario: str, clients: int, seconds: float,
-        threads: int = 1) -> dict:
-    """Summary in load.py's shape: requests, rps, p50_ms, p99_ms, errors; plus the generator used."""
+        threads: int = 1, rate: float | None = None) -> dict:
+    """Summary in load.py's shape: requests, rps, p50_ms, p99_ms, errors; plus the generator used. With `rate`
+    the run is paced: requests are sent on a fixed schedule of `rate` per second (`clients` connections must
+    be enough that a free one is always there when a send is due; `schedule_lag_ms` says how late any was)."""
+    per_thread = (rate / threads) if rate else 0
     with tempfile.TemporaryDirectory(prefix="loyalty-wrk-") as tmp:
         script = Path(tmp) / "scenario.lua"
         script.write_text(SCRIPT)
         out = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
-             "-s", str(script), base, "--", str(members), scenario, token],
+             "-s", str(script), base, "--", str(members), scenario, token, f"{per_thread:.3f}"],
             capture_output=True, text=True, timeout=seconds + 120, check=True,
         ).stdout
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
     raw = json.loads(line[len("WRKJSON "):])
     return {"requests": raw["requests"], "rps": round(raw["requests"] / raw["seconds"], 1),
             "p50_ms": round(raw["p50_us"] / 1000, 2), "p99_ms": round(raw["p99_us"] / 1000, 2),
-            "errors": raw["errors"], "generator": "wrk"}
+            "errors": raw["errors"], "generator": "wrk",
+            **({"schedule_lag_ms": raw["late_ms"]} if rate else {})}

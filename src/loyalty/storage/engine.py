@@ -7,6 +7,8 @@ PostgreSQL: one pool; writers lock the member's account rows FOR UPDATE (see led
 
 from __future__ import annotations
 
+import fcntl
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +93,46 @@ def _sqlite_engine(url: str, immediate: bool, size: int) -> Engine:
         cur.close()
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    turn = _WriterTurn.for_url(url) if immediate else None
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
+        if turn is not None:
+            turn.take(conn.connection.dbapi_connection)
         conn.exec_driver_sql(begin)
 
+    if turn is not None:
+        event.listen(engine, "checkin", turn.give_back)
     return engine
+
+
+class _WriterTurn:
+    """Writers in several processes (`serve --workers N`, a separate `loyalty worker`, the CLI) take turns on
+    an advisory lock file next to the database before they BEGIN IMMEDIATE, and hand it on when their connection
+    goes back to the pool. Without it they would meet at SQLite's busy handler, which polls with sleeps of up to
+    100 ms: under load one process's batches waited behind the other's for whole seconds. The kernel wakes the
+    next waiter as soon as the lock is free. (A separate file: opening and closing the database file itself
+    would drop SQLite's own POSIX locks on it.)"""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self._holder: object | None = None
+
+    @classmethod
+    def for_url(cls, url: str) -> _WriterTurn | None:
+        path = sqlite_path(url)
+        return cls(path.with_name(path.name + "-writer.lock")) if path is not None else None
+
+    def take(self, dbapi_conn: object) -> None:
+        if self._holder is dbapi_conn:
+            return  # a second transaction on the same checkout: the turn is still ours
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._holder = dbapi_conn
+
+    def give_back(self, dbapi_conn: object, _record: object) -> None:
+        if self._holder is not None and self._holder is dbapi_conn and self._fd is not None:
+            self._holder = None
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
