@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
-from loyalty.benchmark import batch, load, run
+from loyalty.benchmark import batch, load, run, wrk
 from loyalty.benchmark.server import serving, worker_pids
 from loyalty.services.sweeper import sweep_all
 from loyalty.services.verify import verify_all
@@ -77,6 +78,29 @@ def test_several_server_processes_share_the_port_and_the_books_stay_consistent(s
         assert summary["requests"] > 0 and summary["errors"] == {}
         assert _count(rt, transactions, transactions.c.type == "accrual",
                       transactions.c.status == "committed") == summary["requests"]
+        assert not verify_all(rt).problems
+    finally:
+        rt.close()
+
+
+@pytest.mark.skipif(not wrk.available(), reason="wrk is not installed (Debian package `wrk`); the benchmark "
+                                                "falls back to the Python generator without it")
+def test_wrk_drives_the_checkout_mix_paced_without_errors_and_never_ahead_of_its_schedule(sqlite_url, clock,
+                                                                                          tmp_path):
+    rt = make_runtime(sqlite_url, clock)
+    try:
+        token = run.seed(rt, members=20, history=10)
+        with serving(sqlite_url, tmp_path / "exports", jobs=False) as server:
+            # Enough requests that holds get committed and accruals cancelled by eid (after 64 of each).
+            closed = wrk.run(server.base, token, 20, "checkout_mix", 8, 2)
+            paced = wrk.run(server.base, token, 20, "checkout_mix", 8, 2, rate=50)
+        assert closed["errors"] == {} and closed["requests"] > 200, closed
+        assert paced["errors"] == {} and paced["requests"] > 0, paced
+        assert paced["requests"] <= 50 * 2 * 1.1 + 8  # one slot per request, slots every 20 ms
+        assert "schedule_lag_ms" in paced
+        # Holds were committed and accruals cancelled by the eids the script generated.
+        assert _count(rt, transactions, transactions.c.eid.like("h-%"), transactions.c.status == "committed") > 0
+        assert _count(rt, transactions, transactions.c.eid.like("a-%"), transactions.c.status == "cancelled") > 0
         assert not verify_all(rt).problems
     finally:
         rt.close()

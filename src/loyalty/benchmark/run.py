@@ -2,7 +2,7 @@
 scenario from a load process, sample the server's RSS, check the invariants after each scenario, and write
 every figure (with its ratio to the raw store ceiling of the same run) to bench/results/*.json.
 
-After the request scenarios: accrue throughput with 1, 2 and 4 server processes (PostgreSQL), the sweeper
+After the request scenarios: accrue and checkout-mix throughput with 1, 2 and 4 server processes, the sweeper
 expiring a million lots, and a million-row export (batch.py)."""
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from loyalty.services.runtime import Runtime
 from loyalty.storage import bulk_repo
 
 INITIAL_UNITS = 100_000_000  # 1,000,000.00 stars each, so redemptions never run dry during a run
+# Connections per server process in the throughput scenarios: group commit needs writes waiting to batch them.
+CLIENTS_PER_PROCESS = 64
+HOT_CLIENTS = 32  # the hot-member scenario: 32 concurrent clients on one member
 
 
 def _pg_database(admin_url: str, name: str) -> str:
@@ -67,10 +70,10 @@ def _load(args: tuple) -> dict:
 
 def run_load(pool: Any, base: str, token: str, members: int, scenario: str, clients: int, seconds: float,
              rate: float | None = None) -> dict:
-    """Closed-loop scenarios run on wrk when it is installed (it leaves the CPU to the server); paced (open-loop)
-    runs and machines without wrk use the Python generator."""
-    if rate is None and wrk.available():
-        return wrk.run(base, token, members, scenario, clients, seconds)
+    """Scenarios run on wrk when it is installed (it leaves the CPU to the server), closed-loop or paced at
+    `rate` per second; machines without wrk use the Python generator."""
+    if wrk.available():
+        return wrk.run(base, token, members, scenario, clients, seconds, rate=rate)
     return {**pool.apply(_load, ((base, token, members, scenario, clients, seconds, rate),)), "generator": "python"}
 
 
@@ -117,14 +120,16 @@ def bench_store(store: str, members: int, history: int, seconds: float, pg_admin
             with serving(url, exports_dir) as server:
                 result["rss_idle_mb"] = server.rss_mb()
                 scenarios: dict[str, Any] = {}
-                for name, clients in (("accrue", 32), ("redeem", 32), ("checkout_mix", 32), ("hot_member", 32)):
+                for name, clients in (("accrue", CLIENTS_PER_PROCESS), ("redeem", CLIENTS_PER_PROCESS),
+                                      ("checkout_mix", CLIENTS_PER_PROCESS), ("hot_member", HOT_CLIENTS)):
                     summary = run_load(pool, server.base, token, members, name, clients, seconds)
                     summary["ratio_to_raw"] = round(summary["rps"] / result["raw_tps"], 3)
                     summary["rss_mb"] = server.rss_mb()
                     summary["verify"] = batch.verdict(rt)
                     scenarios[name] = summary
                 half = scenarios["checkout_mix"]["rps"] / 2
-                paced = run_load(pool, server.base, token, members, "checkout_mix", 0, seconds, rate=half)
+                paced = run_load(pool, server.base, token, members, "checkout_mix", CLIENTS_PER_PROCESS, seconds,
+                                 rate=half)
                 scenarios["checkout_mix_at_half_peak"] = {**paced, "target_rps": round(half, 1)}
                 result["scenarios"] = scenarios
                 long_member = history_latency(server.base, token, "long@bench.example", 50)
@@ -132,8 +137,8 @@ def bench_store(store: str, members: int, history: int, seconds: float, pg_admin
                 result["history"] = {"long_ms": long_member, "short_ms": short_member,
                                      "ratio": {k: round(long_member[k] / short_member[k], 2) for k in long_member}}
                 result["rss_end_mb"] = server.rss_mb()
-            if scaling and store == "postgresql":
-                _progress(store, "accrue with 1, 2 and 4 server processes")
+            if scaling:
+                _progress(store, "accrue and the checkout mix with 1, 2 and 4 server processes")
                 result["scaling"] = measure_scaling(rt, pool, url, exports_dir, token, members, seconds,
                                                     result["raw_tps"])
         if expiry_lots:
@@ -151,15 +156,23 @@ def bench_store(store: str, members: int, history: int, seconds: float, pg_admin
 
 def measure_scaling(rt: Runtime, pool: Any, url: str, exports_dir: Path, token: str, members: int,
                     seconds: float, raw_tps: float) -> dict[str, Any]:
-    """The accrue scenario against `serve --workers N` for N = 1, 2, 4."""
+    """Against `serve --workers N` for N = 1, 2, 4 (64 connections per process): accrue, the checkout mix, and
+    the checkout mix paced at half of that peak (latency)."""
     out: dict[str, Any] = {}
     for workers in (1, 2, 4):
+        clients = CLIENTS_PER_PROCESS * workers
         with serving(url, exports_dir, workers=workers) as server:
-            summary = run_load(pool, server.base, token, members, "accrue", 32, seconds)
-            summary["rss_mb"] = server.rss_mb()
-        summary["ratio_to_raw"] = round(summary["rps"] / raw_tps, 3)
-        summary["verify"] = batch.verdict(rt)
-        out[str(workers)] = summary
+            accrue = run_load(pool, server.base, token, members, "accrue", clients, seconds)
+            mix = run_load(pool, server.base, token, members, "checkout_mix", clients, seconds)
+            half = run_load(pool, server.base, token, members, "checkout_mix", clients, seconds,
+                            rate=mix["rps"] / 2)
+            rss = server.rss_mb()
+        out[str(workers)] = {
+            "accrue": {**accrue, "ratio_to_raw": round(accrue["rps"] / raw_tps, 3)},
+            "checkout_mix": mix,
+            "checkout_mix_at_half_peak": {**half, "target_rps": round(mix["rps"] / 2, 1)},
+            "rss_mb": rss, "verify": batch.verdict(rt),
+        }
     return out
 
 
