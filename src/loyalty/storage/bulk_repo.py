@@ -1,5 +1,5 @@
 """Bulk loading for benchmarks and imports: profiles enrolled with an initial balance, and long histories,
-written with multi-row inserts in chunks. Every row written here is what the ledger itself would write
+written through the driver in chunks (COPY on PostgreSQL, executemany of plain tuples on SQLite). Every row written here is what the ledger itself would write
 (lots, postings and counters agree), so `loyalty verify` holds on a seeded store."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, insert, literal, select, update
+from sqlalchemy import Connection, Table, bindparam, case, literal, select, update
 
 from loyalty.storage.tables import accounts, lots, members, postings, profile_phones, profiles, transactions
 from loyalty.storage.types import UtcMicros
@@ -17,7 +17,7 @@ from loyalty.storage.types import UtcMicros
 CHUNK = 2000
 
 
-def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def _chunks(rows: list[Any]) -> Iterator[list[Any]]:
     for i in range(0, len(rows), CHUNK):
         yield rows[i:i + CHUNK]
 
@@ -25,42 +25,44 @@ def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 def seed_members(conn: Connection, *, program_id: int, db_id: int, currency_iid: int, people: list[dict[str, Any]],
                  initial: int, expires_at: datetime | None, now: datetime) -> None:
     """Profiles (`id`, `email`, `phone`, `txn_id` per person) enrolled, each with an `initial` credit as a lot."""
+    at = _MICROS.process_bind_param(now, None)
+    until = _MICROS.process_bind_param(expires_at, None) if expires_at is not None else None
     for chunk in _chunks(people):
-        conn.execute(insert(profiles), [
-            {"id": p["id"], "db_id": db_id, "email": p["email"], "email_norm": p["email"].lower(),
-             "phones": json.dumps([p["phone"]]), "created_at": now, "updated_at": now, "custom": "{}"}
-            for p in chunk])
-        conn.execute(insert(profile_phones), [{"db_id": db_id, "phone": p["phone"], "profile_id": p["id"]}
-                                              for p in chunk])
-        conn.execute(insert(members), [
-            {"program_id": program_id, "profile_id": p["id"], "status": "active", "registered_at": now,
-             "first_registered_at": now} for p in chunk])
-        conn.execute(insert(accounts), [
-            {"program_id": program_id, "profile_id": p["id"], "currency_iid": currency_iid, "active": initial,
-             "next_event_at": expires_at, "txn_count": 1} for p in chunk])
-        conn.execute(insert(lots), [
-            {"id": p["txn_id"], "program_id": program_id, "profile_id": p["id"], "currency_iid": currency_iid,
-             "original": initial, "remaining": initial, "activates_at": now, "expires_at": expires_at,
-             "is_active": True, "created_at": now} for p in chunk])
-        conn.execute(insert(transactions), [
-            {"id": p["txn_id"], "program_id": program_id, "profile_id": p["id"], "currency_iid": currency_iid,
-             "type": "initial", "status": "committed", "amount": initial, "balance_before": 0,
-             "balance_after": initial, "activation_date": now, "expiration_date": expires_at,
-             "source_type": "system", "created_at": now, "recorded_at": now} for p in chunk])
-        conn.execute(insert(postings), [
-            {"program_id": program_id, "profile_id": p["id"], "currency_iid": currency_iid,
-             "transaction_id": p["txn_id"], "reason": "accrual", "d_active": initial, "d_pending": 0, "d_held": 0,
-             "d_temp": 0, "d_debt": 0, "at": now} for p in chunk])
+        _insert_rows(conn, profiles, ("id", "db_id", "email", "email_norm", "phones", "created_at", "updated_at",
+                                      "custom"),
+                     [(p["id"], db_id, p["email"], p["email"].lower(), json.dumps([p["phone"]]), at, at, "{}")
+                      for p in chunk])
+        _insert_rows(conn, profile_phones, ("db_id", "phone", "profile_id"),
+                     [(db_id, p["phone"], p["id"]) for p in chunk])
+        _insert_rows(conn, members, ("program_id", "profile_id", "status", "registered_at", "first_registered_at"),
+                     [(program_id, p["id"], "active", at, at) for p in chunk])
+        _insert_rows(conn, accounts, ("program_id", "profile_id", "currency_iid", "active", "next_event_at",
+                                      "txn_count"),
+                     [(program_id, p["id"], currency_iid, initial, until, 1) for p in chunk])
+        _insert_rows(conn, lots, ("id", "program_id", "profile_id", "currency_iid", "original", "remaining",
+                                  "activates_at", "expires_at", "is_active", "created_at"),
+                     [(p["txn_id"], program_id, p["id"], currency_iid, initial, initial, at, until, True, at)
+                      for p in chunk])
+        _insert_rows(conn, transactions, ("id", "program_id", "profile_id", "currency_iid", "type", "status",
+                                          "amount", "balance_before", "balance_after", "activation_date",
+                                          "expiration_date", "source_type", "created_at", "recorded_at"),
+                     [(p["txn_id"], program_id, p["id"], currency_iid, "initial", "committed", initial, 0, initial,
+                       at, until, "system", at, at) for p in chunk])
+        _insert_rows(conn, postings, _POSTING_COLUMNS,
+                     [(program_id, p["id"], currency_iid, p["txn_id"], "accrual", initial, 0, 0, 0, 0, at)
+                      for p in chunk])
 
 
 def seed_history(conn: Connection, *, program_id: int, profile_id: str, currency_iid: int, ids: list[str],
                  amount: int, now: datetime) -> None:
     """A long history that moves no points: temporary accruals that were rolled back."""
-    for chunk in _chunks([{"id": i} for i in ids]):
-        conn.execute(insert(transactions), [
-            {"id": row["id"], "program_id": program_id, "profile_id": profile_id, "currency_iid": currency_iid,
-             "type": "accrual", "status": "rolled_back", "amount": amount, "balance_before": 0, "balance_after": 0,
-             "source_type": "api", "created_at": now, "recorded_at": now, "resolved_at": now} for row in chunk])
+    at = _MICROS.process_bind_param(now, None)
+    columns = ("id", "program_id", "profile_id", "currency_iid", "type", "status", "amount", "balance_before",
+               "balance_after", "source_type", "created_at", "recorded_at", "resolved_at")
+    for start in range(0, len(ids), 10 * CHUNK):
+        _insert_rows(conn, transactions, columns, [
+            (txn_id, program_id, profile_id, currency_iid, "accrual", "rolled_back", amount, 0, 0, "api", at, at, at)
+            for txn_id in ids[start:start + 10 * CHUNK]])
     conn.execute(update(accounts).where(
         accounts.c.program_id == program_id, accounts.c.profile_id == profile_id,
         accounts.c.currency_iid == currency_iid).values(txn_count=accounts.c.txn_count + len(ids)))

@@ -9,7 +9,8 @@ cursor of the same `Connection`, inside the same transaction. Datetimes are the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -21,6 +22,8 @@ from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.sqltypes import NullType
 
 from loyalty.storage.types import UtcMicros, from_micros, to_micros
+
+_cursor_names = itertools.count(1)
 
 
 class _Compiled:
@@ -118,6 +121,26 @@ class Prepared:
         rows = cursor.fetchall()
         cursor.close()
         return [compiled.decode(r) for r in rows]
+
+    def stream(self, conn: Connection, params: Mapping[str, Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Batches of `size` rows as the driver returns them (instants stay integer microseconds), read while
+        the caller consumes them: a server-side cursor on PostgreSQL (it needs the transaction the caller holds),
+        SQLite's own stepping otherwise. Memory stays one batch whatever the row count."""
+        compiled = self._compiled(conn)
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        server_side = conn.dialect.name == "postgresql"
+        cursor = raw.cursor(name=f"stream_{next(_cursor_names)}") if server_side else raw.cursor()
+        bound = compiled.bind(params)
+        try:
+            try:
+                cursor.execute(compiled.sql, bound)
+            except conn.dialect.loaded_dbapi.Error as exc:
+                raise _wrapped(exc, compiled.sql, bound, conn) from exc
+            while rows := cursor.fetchmany(size):
+                yield rows
+        finally:
+            cursor.close()
 
     def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per parameter set (inserts of several rows)."""
