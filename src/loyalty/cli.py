@@ -231,7 +231,7 @@ def bench(store: list[str] = typer.Option(["sqlite", "postgresql"], help="Stores
           expiry_lots: int = typer.Option(1_000_000, min=0,
                                           help="Expired lots for the sweeper to expire (0: skip)."),
           skip_scaling: bool = typer.Option(False, "--skip-scaling",
-                                            help="Skip accrue with 1, 2 and 4 server processes (PostgreSQL)."),
+                                            help="Skip the runs with 1, 2 and 4 server processes."),
           skip_export: bool = typer.Option(False, "--skip-export", help="Skip the transaction export."),
           out: Path = typer.Option(Path("bench/results"), help="Where the JSON results go.")) -> None:
     """Benchmark the server over real HTTP against the raw store ceiling measured in the same run."""
