@@ -93,3 +93,20 @@ def test_the_turn_is_held_from_begin_until_the_connection_goes_back(sqlite_url: 
             assert _turn_is_free(lock)
     finally:
         engines.dispose()
+
+
+def test_a_writer_connection_found_broken_hands_the_turn_on(sqlite_url: str) -> None:
+    engines = make_engines(sqlite_url)
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    lock = db.parent / (db.name + "-writer.lock")
+    try:
+        conn = engines.writer.connect()
+        conn.begin()
+        assert not _turn_is_free(lock)
+        conn.invalidate()  # as SQLAlchemy does when the driver reports the connection dead
+        conn.close()
+        assert _turn_is_free(lock)
+        with engines.writer.begin() as again:  # a fresh connection takes the turn again
+            again.execute(text("UPDATE change_counters SET value = value + 1"))
+    finally:
+        engines.dispose()

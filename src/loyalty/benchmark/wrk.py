@@ -1,9 +1,10 @@
-"""Closed-loop load with wrk (C, Lua-scripted), so the load generator spends little of the machine's CPU.
+"""Load with wrk (C, Lua-scripted), closed-loop or paced, so the load generator spends little of the machine's
+CPU.
 
 The Python generator (load.py) costs about as much CPU per request as the server does; on a small machine it
 becomes the bottleneck it is meant to measure. wrk drives the same scenarios from a Lua script: temporary
-redemptions and accruals carry a generated `transaction_eid`, and are committed or cancelled by that eid a few
-dozen requests later (by then the first request has long been answered). Answers other than HTTP 200 count as
+redemptions and accruals carry a generated `transaction_eid`, and are committed or cancelled by that eid once
+max(64, twice the connections) more of their kind were sent (by then the first request has long been answered). Answers other than HTTP 200 count as
 errors, by status.
 """
 
@@ -40,6 +41,9 @@ function init(args)
   -- Paced runs: this thread's requests are due every `interval` ms; each connection that is free to send
   -- takes the next due slot. With more connections than the rate times the latency, sends keep to the
   -- schedule whatever the answers' latency (an open loop); `late_ms` records how far behind any send was.
+  -- Commits and cancels name a hold or accrual sent LAG of its kind earlier: with at most `connections`
+  -- requests in flight (each answered within a few times the median latency), that one was answered long ago.
+  LAG = math.max(64, 2 * tonumber(args[5] or "0"))
   local rate = tonumber(args[4] or "0")
   interval = rate > 0 and (1000 / rate) or 0
   next_slot = nil; late_ms = 0
@@ -58,7 +62,6 @@ function delay()
   return wait
 end
 
-local LAG = 64  -- answered long before: each thread has at most its connections' requests in flight
 
 local function who(hot)
   local n = hot and 0 or math.random(0, members - 1)
@@ -159,7 +162,8 @@ def run(base: str, token: str, members: int, scenario: str, clients: int, second
         script.write_text(SCRIPT)
         out = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
-             "-s", str(script), base, "--", str(members), scenario, token, f"{per_thread:.3f}"],
+             "-s", str(script), base, "--", str(members), scenario, token, f"{per_thread:.3f}",
+             str(clients // threads)],
             capture_output=True, text=True, timeout=seconds + 120, check=True,
         ).stdout
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))

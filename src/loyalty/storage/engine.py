@@ -132,7 +132,9 @@ class _WriterTurn:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         self._holder = dbapi_conn
 
-    def give_back(self, dbapi_conn: object, _record: object) -> None:
-        if self._holder is not None and self._holder is dbapi_conn and self._fd is not None:
+    def give_back(self, _dbapi_conn: object, _record: object) -> None:
+        # The writer pool holds one connection, so any check-in is the holder's; an invalidated one comes back
+        # as None, and must hand the turn on all the same.
+        if self._holder is not None and self._fd is not None:
             self._holder = None
             fcntl.flock(self._fd, fcntl.LOCK_UN)

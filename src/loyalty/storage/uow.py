@@ -126,17 +126,26 @@ class Store:
             conn = self.engines.reader.connect()
         try:
             result = work(conn)
-            if conn.in_transaction():  # statements through SQLAlchemy began one: end it, and its snapshot
-                conn.rollback()
-            catalog_repo.end_of_use(conn)
-        except BaseException:
+        except DBAPIError:
             conn.close()  # the pool resets it, or discards it if it is broken
             raise
+        except Exception:  # a refusal (profile not found, ...): the connection is as good as before
+            self._give_back(conn)
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        self._give_back(conn)
+        return result
+
+    def _give_back(self, conn: Connection) -> None:
+        if conn.in_transaction():  # statements through SQLAlchemy began one: end it, and its snapshot
+            conn.rollback()
+        catalog_repo.end_of_use(conn)
         if len(self._idle_readers) < self._idle_cap:
             self._idle_readers.append(conn)
         else:
             conn.close()
-        return result
 
     def dispose(self) -> None:
         while self._idle_readers:
