@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
-from loyalty.storage.engine import make_engines
+from loyalty.storage.engine import Engines, make_engines
 
 
 def test_a_second_writer_waits_for_the_first_to_hand_its_connection_back(sqlite_url: str) -> None:
@@ -20,8 +20,7 @@ def test_a_second_writer_waits_for_the_first_to_hand_its_connection_back(sqlite_
     began = threading.Event()
     order: list[str] = []
     try:
-        conn = first.writer.connect()
-        conn.begin()
+        conn = _writing(first)
         conn.execute(text("UPDATE change_counters SET value = value + 1"))
 
         def other() -> None:
@@ -76,13 +75,23 @@ def _turn_is_free(lock: Path) -> bool:
     return True
 
 
+def _lock_file(sqlite_url: str) -> Path:
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    return db.parent / (db.name + "-writer.lock")
+
+
+def _writing(engines: Engines) -> Connection:
+    """A writer connection with its transaction begun (and so the turn taken)."""
+    conn = engines.writer.connect()
+    conn.begin()
+    return conn
+
+
 def test_the_turn_is_held_from_begin_until_the_connection_goes_back(sqlite_url: str) -> None:
     engines = make_engines(sqlite_url)
-    db = Path(sqlite_url.removeprefix("sqlite:///"))
-    lock = db.parent / (db.name + "-writer.lock")
+    lock = _lock_file(sqlite_url)
     try:
-        conn = engines.writer.connect()
-        conn.begin()
+        conn = _writing(engines)
         assert lock.exists() and not _turn_is_free(lock)
         conn.execute(text("UPDATE change_counters SET value = value + 1"))
         conn.commit()
@@ -97,11 +106,9 @@ def test_the_turn_is_held_from_begin_until_the_connection_goes_back(sqlite_url: 
 
 def test_a_writer_connection_found_broken_hands_the_turn_on(sqlite_url: str) -> None:
     engines = make_engines(sqlite_url)
-    db = Path(sqlite_url.removeprefix("sqlite:///"))
-    lock = db.parent / (db.name + "-writer.lock")
+    lock = _lock_file(sqlite_url)
     try:
-        conn = engines.writer.connect()
-        conn.begin()
+        conn = _writing(engines)
         assert not _turn_is_free(lock)
         conn.invalidate()  # as SQLAlchemy does when the driver reports the connection dead
         conn.close()

@@ -4,8 +4,8 @@ CPU.
 The Python generator (load.py) costs about as much CPU per request as the server does; on a small machine it
 becomes the bottleneck it is meant to measure. wrk drives the same scenarios from a Lua script: temporary
 redemptions and accruals carry a generated `transaction_eid`, and are committed or cancelled by that eid once
-max(64, twice the connections) more of their kind were sent (by then the first request has long been answered). Answers other than HTTP 200 count as
-errors, by status.
+max(64, twice the connections) more of their kind were sent (by then the first request has long been
+answered). Answers other than HTTP 200 count as errors, by status.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Bulk loading for benchmarks and imports: profiles enrolled with an initial balance, and long histories,
-written through the driver in chunks (COPY on PostgreSQL, executemany of plain tuples on SQLite). Every row written here is what the ledger itself would write
-(lots, postings and counters agree), so `loyalty verify` holds on a seeded store."""
+written through the driver in chunks (COPY on PostgreSQL, executemany of plain tuples on SQLite). Every row
+written here is what the ledger itself would write (lots, postings and counters agree), so `loyalty verify`
+holds on a seeded store."""
 
 from __future__ import annotations
 

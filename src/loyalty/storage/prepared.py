@@ -91,11 +91,12 @@ class Prepared:
             compiled = self._by_dialect[name] = _Compiled(self.stmt, conn.dialect, self.column_keys)
         return compiled
 
-    def _cursor(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, _Compiled]:
+    def _cursor(self, conn: Connection, params: Mapping[str, Any],
+                server_side: bool = False) -> tuple[Any, _Compiled]:
         compiled = self._compiled(conn)
         raw = conn.connection.dbapi_connection
         assert raw is not None
-        cursor = raw.cursor()
+        cursor = raw.cursor(name=f"stream_{next(_cursor_names)}") if server_side else raw.cursor()
         bound = compiled.bind(params)
         try:
             cursor.execute(compiled.sql, bound)
@@ -126,17 +127,8 @@ class Prepared:
         """Batches of `size` rows as the driver returns them (instants stay integer microseconds), read while
         the caller consumes them: a server-side cursor on PostgreSQL (it needs the transaction the caller holds),
         SQLite's own stepping otherwise. Memory stays one batch whatever the row count."""
-        compiled = self._compiled(conn)
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        server_side = conn.dialect.name == "postgresql"
-        cursor = raw.cursor(name=f"stream_{next(_cursor_names)}") if server_side else raw.cursor()
-        bound = compiled.bind(params)
+        cursor, _ = self._cursor(conn, params, server_side=conn.dialect.name == "postgresql")
         try:
-            try:
-                cursor.execute(compiled.sql, bound)
-            except conn.dialect.loaded_dbapi.Error as exc:
-                raise _wrapped(exc, compiled.sql, bound, conn) from exc
             while rows := cursor.fetchmany(size):
                 yield rows
         finally:
