@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +12,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loyalty import __version__
-from loyalty.api import inline
 from loyalty.api.auth import Authenticator
 from loyalty.api.endpoints import Route, register_download, register_endpoints
 from loyalty.api.metrics import ApiMetrics
@@ -40,15 +40,16 @@ class LoyaltyApp(FastAPI):
 
 def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
     jobs = JobRunner(rt) if (rt.settings.run_jobs if run_jobs is None else run_jobs) else None
-    rt.store.wait_for = inline.wait  # use cases running on the event loop suspend while their commit is pending
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        rt.store.attach_loop(asyncio.get_running_loop())
         if jobs is not None:
             jobs.start()
         yield
         if jobs is not None:
             jobs.stop()
+        await rt.store.detach_loop()
 
     app = LoyaltyApp(title="Loyalty Engine", version=__version__, lifespan=lifespan,
                   description="Altcraft-compatible Loyalty API v1.1")

@@ -209,7 +209,7 @@ class Route:
         self.auth = auth
         self.endpoint = endpoint
         self.metrics = metrics
-        self.inline = endpoint.inline and rt.store.dialect == "sqlite"
+        self.inline = endpoint.inline
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Answer as an ASGI application."""

@@ -18,7 +18,8 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         store = Store.from_url(settings.database_url, pool_size=settings.pool_size,
-                               group_commit=settings.group_commit_max if settings.group_commit else 0)
+                               group_commit=settings.group_commit_max if settings.group_commit else 0,
+                               writers=settings.writer_threads)
         return cls(settings, store, clock or SystemClock())
 
     def close(self) -> None:

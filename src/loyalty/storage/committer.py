@@ -43,63 +43,26 @@ class _Unit:
         self.rerun = False
 
 
-class GroupCommitter:
-    """A writer thread over `engine`. `run_alone(work)` must run one unit in its own transaction with retries
-    (the store's ordinary write path); `is_retryable(exc)` tells a lost race from a real failure."""
+class _Batches:
+    """What both writers share: running a batch of units in one transaction, each under its own savepoint."""
 
     def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
-                 is_retryable: Callable[[DBAPIError], bool], max_batch: int = 128, name: str = "loyalty-writer"):
+                 is_retryable: Callable[[DBAPIError], bool], max_batch: int):
         self.engine = engine
         self.run_alone = run_alone
         self.is_retryable = is_retryable
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
-        self._stopped = False
         self.batches = 0
         self.units = 0
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
 
-    def submit(self, work: Work, key: Hashable | None = None) -> Future[Any]:
-        if self._stopped:
-            raise RuntimeError("the writer is stopped")
-        unit = _Unit(work, key)
-        self._queue.put(unit)
-        return unit.future
-
-    def is_writer_thread(self) -> bool:
-        return threading.current_thread() is self._thread
-
-    def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-
-    # --- the writer thread ------------------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    unit = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if unit is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(unit)
-            try:
-                self._run_batch(batch)
-            except BaseException as exc:  # never let the writer thread die with callers waiting
-                log.exception("writer batch failed unexpectedly")
-                for unit in batch:
-                    if not unit.future.done():
-                        unit.future.set_exception(exc)
+    def _run_guarded(self, batch: list[_Unit]) -> None:
+        try:
+            self._run_batch(batch)
+        except BaseException as exc:  # never let the writer die with callers waiting
+            log.exception("writer batch failed unexpectedly")
+            for unit in batch:
+                if not unit.future.done():
+                    unit.future.set_exception(exc)
 
     def _run_batch(self, batch: list[_Unit]) -> None:
         self.batches += 1
@@ -150,6 +113,54 @@ class GroupCommitter:
             unit.future.set_result(self.run_alone(unit.work))
         except BaseException as exc:
             unit.future.set_exception(exc)
+
+
+class GroupCommitter(_Batches):
+    """A writer thread over `engine`. `run_alone(work)` must run one unit in its own transaction with retries
+    (the store's ordinary write path); `is_retryable(exc)` tells a lost race from a real failure."""
+
+    def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
+                 is_retryable: Callable[[DBAPIError], bool], max_batch: int = 128, name: str = "loyalty-writer"):
+        super().__init__(engine, run_alone, is_retryable, max_batch)
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Work, key: Hashable | None = None) -> Future[Any]:
+        if self._stopped:
+            raise RuntimeError("the writer is stopped")
+        unit = _Unit(work, key)
+        self._queue.put(unit)
+        return unit.future
+
+    def is_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+    # --- the writer thread ------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    unit = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if unit is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(unit)
+            self._run_guarded(batch)
 
 
 def _order(key: Hashable | None) -> Any:

@@ -2,7 +2,8 @@
 
 SQLite: WAL, synchronous=FULL (an acknowledged write survives power loss), one writer connection whose
 transactions begin IMMEDIATE (so read-then-write never loses an update), a small pool of readers.
-PostgreSQL: one pool; writers lock the member's account rows FOR UPDATE (see ledger_repo).
+PostgreSQL: one pool; writers lock the member's account rows FOR UPDATE (see ledger_repo); connections wait
+for the server cooperatively inside use cases running on the event loop (see cooperative.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
+
+from loyalty.storage.cooperative import CooperativeConnection
 
 DEFAULT_URL = "sqlite:///./loyalty.db"
 
@@ -66,9 +70,14 @@ def make_engines(url: str | None, pool_size: int = 20) -> Engines:
         # checkout); a connection found dead is invalidated with the rest of the pool and its request answers
         # 503 (the outcome of an interrupted commit is unknown, so it is not retried blindly).
         engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800)
+        event.listen(engine, "do_connect", _cooperative_connect)
         return Engines(url, "postgresql", engine, engine.execution_options(isolation_level="AUTOCOMMIT"),
                        engine.execution_options(isolation_level="REPEATABLE READ"))
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def _cooperative_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> CooperativeConnection:
+    return CooperativeConnection.connect(*cargs, **cparams)
 
 
 def _sqlite_engine(url: str, immediate: bool, size: int) -> Engine:

@@ -3,12 +3,19 @@
 `write` runs a function in one store transaction and retries it, with bounded jittered backoff, when the store
 says the transaction lost a race (serialization failure, deadlock, busy, a unique key taken by a concurrent
 writer). The function must therefore be safe to run again: it only reads and writes through the connection.
-With group commit on (the default), `write` hands the function to the store's writer thread, which runs it
-with other waiting writes in one transaction (see committer.py); `key` names the rows it locks first.
+With group commit on (the default), `write` hands the function to a writer thread, which runs it with other
+waiting writes in one transaction (see committer.py); `key` names the rows it locks first.
+
+PostgreSQL gets several writer threads, each with its own connection: a writer spends most of its time waiting
+for the server's answers, one statement at a time, so one writer leaves both the server and this process idle.
+A unit goes to the writer its key hashes to, so units on one account always share a writer and never wait on
+each other's row locks across writers; units without a key go to the first. SQLite allows one writer at a time,
+so it gets one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -22,7 +29,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from loyalty.domain.errors import Unavailable
 from loyalty.storage import catalog_repo
 from loyalty.storage.committer import GroupCommitter
+from loyalty.storage.cooperative import LoopGate, io_suspender, wait
 from loyalty.storage.engine import Engines, make_engines
+from loyalty.storage.loop_writer import LoopCommitter
 
 T = TypeVar("T")
 
@@ -30,6 +39,7 @@ MAX_ATTEMPTS = 8
 # Reader connections kept checked out between reads: at most a quarter of the pool, so writes, snapshots and
 # health probes taking a connection from the pool directly still find one.
 IDLE_READERS = 4
+DEFAULT_PG_WRITERS = 4
 _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
 
 
@@ -49,22 +59,37 @@ def _is_unreachable(exc: DBAPIError) -> bool:
     )
 
 
+def _pause(seconds: float) -> None:
+    suspend = io_suspender.get()
+    if suspend is not None:
+        suspend(asyncio.sleep(seconds))  # a use case on the event loop must not stop the loop
+    else:
+        time.sleep(seconds)
+
+
 class Store:
-    def __init__(self, engines: Engines, group_commit: int = 0):
+    def __init__(self, engines: Engines, group_commit: int = 0, writers: int = 0):
         self.engines = engines
         self.group_commit = group_commit  # most units per batch; 0: every write commits on its own
-        self._committer: GroupCommitter | None = None
+        # Writer threads (0: the store's default); SQLite serialises writers, so more than one only contend.
+        self.writers = 1 if engines.dialect == "sqlite" else writers or DEFAULT_PG_WRITERS
+        self._committers: list[GroupCommitter] = []
+        self._loop_committers: list[LoopCommitter] = []  # while a server's event loop runs them (PostgreSQL)
         self._committer_lock = threading.Lock()
-        # How a caller waits for its commit; the API layer swaps in one that suspends instead of blocking.
-        self.wait_for: Callable[[Future[Any]], Any] = Future.result
+        # How a caller waits for its commit: suspended when it runs on the event loop, else blocked.
+        self.wait_for: Callable[[Future[Any]], Any] = wait
         # Open reader Connections between reads: checking one out of the pool and wrapping it costs more than
         # the keyed lookups a request makes with it. list.append/pop are atomic, so threads share the list.
         self._idle_readers: list[Connection] = []
-        self._idle_cap = min(IDLE_READERS, engines.reader.pool.size() // 4)  # type: ignore[attr-defined]
+        pool_size = engines.reader.pool.size()  # type: ignore[attr-defined]
+        self._idle_cap = min(IDLE_READERS, pool_size // 4)
+        # Use cases suspended on the event loop hold at most half the pool (see cooperative.py); the rest is
+        # for the writers and for use cases in worker threads, which may wait for a connection without harm.
+        self._loop_gate = LoopGate(max(1, pool_size // 2)) if engines.dialect == "postgresql" else None
 
     @classmethod
-    def from_url(cls, url: str | None, pool_size: int = 20, group_commit: int = 0) -> Store:
-        return cls(make_engines(url, pool_size), group_commit)
+    def from_url(cls, url: str | None, pool_size: int = 20, group_commit: int = 0, writers: int = 0) -> Store:
+        return cls(make_engines(url, pool_size), group_commit, writers)
 
     @property
     def dialect(self) -> str:
@@ -72,24 +97,52 @@ class Store:
 
     @property
     def committer(self) -> GroupCommitter | None:
-        return self._committer
+        """The writer of units without a key (the only one on SQLite)."""
+        return self._committers[0] if self._committers else None
+
+    @property
+    def committers(self) -> list[GroupCommitter]:
+        return list(self._committers)
 
     def write(self, work: Callable[[Connection], T], key: Hashable | None = None) -> T:
         if not self.group_commit:
             return self.write_alone(work)
-        committer = self._committer
-        if committer is None:
-            with self._committer_lock:
-                if self._committer is None:
-                    self._committer = GroupCommitter(self.engines.writer, self.write_alone, _is_retryable,
-                                                     max_batch=self.group_commit)
-                committer = self._committer
-        if committer.is_writer_thread():
+        committers: list[Any] = self._loop_committers
+        if not committers or committers[0].loop.is_closed():
+            committers = self._committers or self._start_writers()
+        if any(c.is_writer_thread() for c in committers):
             raise RuntimeError("a unit of work may not start another write")
+        committer = committers[hash(key) % len(committers)] if key is not None else committers[0]
         return self.wait_for(committer.submit(work, key))  # type: ignore[no-any-return]
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let `loop` run the group commits from now on (PostgreSQL; called on the loop's thread at start-up)."""
+        if self.group_commit and self.dialect == "postgresql" and not self._loop_committers:
+            self._loop_committers = [
+                LoopCommitter(self.engines.writer, self.write_alone, _is_retryable, loop,
+                              max_batch=self.group_commit, name=f"loyalty-writer-{i}")
+                for i in range(self.writers)]
+
+    async def detach_loop(self) -> None:
+        """Finish the loop's queued writes; later writes go to writer threads (on the loop, at shutdown)."""
+        committers, self._loop_committers = self._loop_committers, []
+        for committer in committers:
+            await committer.close()
+
+    def _start_writers(self) -> list[GroupCommitter]:
+        with self._committer_lock:
+            if not self._committers:
+                self._committers = [
+                    GroupCommitter(self.engines.writer, self.write_alone, _is_retryable,
+                                   max_batch=self.group_commit, name=f"loyalty-writer-{i}")
+                    for i in range(self.writers)]
+            return self._committers
 
     def write_alone(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in its own transaction, retrying lost races."""
+        return self._gated(self._write_alone, work)
+
+    def _write_alone(self, work: Callable[[Connection], T]) -> T:
         last: Exception | None = None
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -101,7 +154,7 @@ class Store:
                     raise Unavailable("The store is unreachable; retry later") from exc
                 if not _is_retryable(exc) or attempt == MAX_ATTEMPTS - 1:
                     raise
-                time.sleep(min(0.2, 0.002 * 2**attempt) * random.uniform(0.5, 1.5))
+                _pause(min(0.2, 0.002 * 2**attempt) * random.uniform(0.5, 1.5))
         raise Unavailable("The store stayed busy; retry later") from last
 
     def read(self, work: Callable[[Connection], T], snapshot: bool = False) -> T:
@@ -109,6 +162,17 @@ class Store:
         statements share one transaction begun on first use; PostgreSQL: autocommit, as READ COMMITTED would
         give anyway, without the BEGIN/ROLLBACK round trips). `snapshot=True` gives one consistent snapshot for
         every statement (exports, verify)."""
+        return self._gated(self._read, work, snapshot)
+
+    def _gated(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn`, first taking a turn at the loop gate if the caller is a suspendable use case."""
+        suspend = io_suspender.get() if self._loop_gate is not None else None
+        if suspend is None:
+            return fn(*args)
+        with self._loop_gate.held(suspend):  # type: ignore[union-attr]
+            return fn(*args)
+
+    def _read(self, work: Callable[[Connection], T], snapshot: bool) -> T:
         try:
             if snapshot:
                 with self.engines.snapshot.begin() as conn:
@@ -150,7 +214,7 @@ class Store:
     def dispose(self) -> None:
         while self._idle_readers:
             self._idle_readers.pop().close()
-        if self._committer is not None:
-            self._committer.stop()
-            self._committer = None
+        committers, self._committers = self._committers, []
+        for committer in committers:
+            committer.stop()
         self.engines.dispose()

@@ -1,0 +1,100 @@
+"""Synchronous store code run on the event loop thread, suspended while it waits.
+
+Handing every request to a worker thread and back, and every write to a writer thread and back, costs GIL
+hand-offs and futex wake-ups that took more CPU than the request itself. So the event loop runs a request's
+synchronous use case (and, on PostgreSQL, the group committer's batches) directly, inside a greenlet
+(`run_suspendable`). When that code waits, for a commit (`wait`) or for the server's answer to a statement,
+the greenlet switches back to the loop with what it waits for; the loop awaits it and resumes the greenlet
+with the result. Inside such a greenlet the context variable `io_suspender` holds `suspend`;
+`CooperativeConnection` uses it to wait for PostgreSQL's answers the way psycopg's async connection does.
+Everywhere else (threads, jobs, the CLI) the same code simply blocks.
+
+Reads in such greenlets take a connection from the shared pool; `LoopGate` bounds how many may hold one at
+once, because a greenlet that found the pool empty would block the very loop the holders need to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
+
+import greenlet
+import psycopg
+from psycopg import waiting
+
+T = TypeVar("T")
+
+io_suspender: ContextVar[Callable[[Awaitable[Any]], Any] | None] = ContextVar("io_suspender", default=None)
+
+
+class _Suspendable(greenlet.greenlet):  # type: ignore[misc]
+    """A greenlet that may suspend on a store future or an awaitable (see `wait`, `suspend`)."""
+
+
+async def run_suspendable(fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(*args)` on the loop thread, awaiting whatever it suspends on."""
+    runner = _Suspendable(fn)
+    context = contextvars.copy_context()
+    context.run(io_suspender.set, suspend)
+    runner.gr_context = context
+    value = runner.switch(*args)
+    while not runner.dead:
+        try:
+            result = await (asyncio.wrap_future(value) if isinstance(value, Future) else value)
+        except BaseException as exc:  # the failure belongs to the suspended code: raise it there
+            value = runner.throw(exc)
+        else:
+            value = runner.switch(result)
+    return value  # type: ignore[no-any-return]
+
+
+def wait(future: Future[T]) -> T:
+    """Wait for a future: suspend when running inside `run_suspendable`, else block."""
+    if isinstance(greenlet.getcurrent(), _Suspendable):
+        return suspend(future)  # type: ignore[arg-type]
+    return future.result()
+
+
+def suspend(awaitable: Awaitable[T]) -> T:
+    """Suspend the running greenlet until `awaitable` (or a concurrent Future) completes on the event loop."""
+    current = greenlet.getcurrent()
+    if not isinstance(current, _Suspendable):
+        raise RuntimeError("suspend() outside code run by run_suspendable")
+    return current.parent.switch(awaitable)  # type: ignore[no-any-return]
+
+
+class CooperativeConnection(psycopg.Connection[Any]):
+    """A psycopg connection that waits for the server on the event loop when its caller can be suspended."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        suspend = io_suspender.get()
+        if suspend is None:
+            return super().wait(gen, interval, timeout)
+        return suspend(waiting.wait_async(gen, self.pgconn.socket, interval=interval, timeout=timeout))
+
+
+class LoopGate:
+    """At most `size` holders at once among the suspendable use cases of one event loop (one semaphore per
+    loop: test clients and servers may run several loops over one store)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._by_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
+
+    @contextmanager
+    def held(self, suspend: Callable[[Awaitable[Any]], Any]) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        gate = self._by_loop.get(loop)
+        if gate is None:
+            gate = self._by_loop[loop] = asyncio.Semaphore(self.size)
+        suspend(gate.acquire())
+        try:
+            yield
+        finally:
+            gate.release()

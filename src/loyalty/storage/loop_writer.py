@@ -1,0 +1,95 @@
+"""Group commit driven by the event loop (PostgreSQL under `loyalty serve`).
+
+A writer thread spends most of its time waiting for PostgreSQL's answers, one statement at a time, and every
+answer makes it take the GIL back from the event loop: measured, those hand-offs (futex waits and wake-ups)
+took more of the server's CPU than the requests' own work. `LoopCommitter` runs the same batches (committer.py:
+one transaction, a savepoint per unit, answers after the commit) inside a greenlet on the event loop, whose
+statements suspend while PostgreSQL works (cooperative.py). Units queued while a batch is in flight form the
+next batch, as with the thread. Threads that are not the loop (jobs, endpoints run in the thread pool) hand
+their units over with `call_soon_threadsafe` and block on the future as before.
+
+SQLite keeps its writer thread: its commit is an fsync that would stop the loop, and that a thread can wait
+for while the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any
+
+import greenlet
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from loyalty.domain.errors import Unavailable
+from loyalty.storage.committer import Work, _Batches, _Unit
+from loyalty.storage.cooperative import run_suspendable
+
+log = logging.getLogger("loyalty.storage")
+
+
+class LoopCommitter(_Batches):
+    """A writer on `loop`; create it on the loop's thread."""
+
+    def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
+                 is_retryable: Callable[[DBAPIError], bool], loop: asyncio.AbstractEventLoop,
+                 max_batch: int = 128, name: str = "loyalty-writer"):
+        super().__init__(engine, run_alone, is_retryable, max_batch)
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+        self._pending: deque[_Unit] = deque()
+        self._wake = asyncio.Event()
+        self._running: greenlet.greenlet | None = None  # the greenlet running the current batch
+        self._stopped = False
+        self._task = loop.create_task(self._drive(), name=name)
+
+    def submit(self, work: Work, key: Hashable | None = None) -> Future[Any]:
+        if self._stopped:
+            raise RuntimeError("the writer is stopped")
+        unit = _Unit(work, key)
+        if threading.get_ident() == self._loop_thread:
+            self._enqueue(unit)
+        else:
+            self.loop.call_soon_threadsafe(self._enqueue, unit)
+        return unit.future
+
+    def _enqueue(self, unit: _Unit) -> None:
+        if self._stopped:  # stopped between a thread's submit and this call
+            unit.future.set_exception(Unavailable("The server is shutting down; retry later"))
+            return
+        self._pending.append(unit)
+        self._wake.set()
+
+    def is_writer_thread(self) -> bool:
+        return self._running is not None and greenlet.getcurrent() is self._running
+
+    async def _drive(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch))]
+                await run_suspendable(self._run_here, batch)
+
+    def _run_here(self, batch: list[_Unit]) -> None:
+        self._running = greenlet.getcurrent()
+        try:
+            self._run_guarded(batch)
+        finally:
+            self._running = None
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop (on the loop, at shutdown)."""
+        self._stopped = True
+        while self._pending or self._running is not None:
+            await asyncio.sleep(0.005)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
