@@ -86,6 +86,7 @@ class Store:
         # Use cases suspended on the event loop hold at most half the pool (see cooperative.py); the rest is
         # for the writers and for use cases in worker threads, which may wait for a connection without harm.
         self._loop_gate = LoopGate(max(1, pool_size // 2)) if engines.dialect == "postgresql" else None
+        self._connected = False
 
     @classmethod
     def from_url(cls, url: str | None, pool_size: int = 20, group_commit: int = 0, writers: int = 0) -> Store:
@@ -118,6 +119,7 @@ class Store:
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let `loop` run the group commits from now on (PostgreSQL; called on the loop's thread at start-up)."""
         if self.group_commit and self.dialect == "postgresql" and not self._loop_committers:
+            self._first_connect()
             self._loop_committers = [
                 LoopCommitter(self.engines.writer, self.write_alone, _is_retryable, loop,
                               max_batch=self.group_commit, name=f"loyalty-writer-{i}")
@@ -169,8 +171,20 @@ class Store:
         suspend = io_suspender.get() if self._loop_gate is not None else None
         if suspend is None:
             return fn(*args)
+        self._first_connect()
         with self._loop_gate.held(suspend):  # type: ignore[union-attr]
             return fn(*args)
+
+    def _first_connect(self) -> None:
+        """Open the pool's first connection without suspending: SQLAlchemy sets the dialect up on it under a
+        lock, and a second use case suspended-on while one holds that lock would block the loop for good."""
+        if not self._connected:
+            blocking = io_suspender.set(None)
+            try:
+                with self.engines.reader.connect():
+                    self._connected = True
+            finally:
+                io_suspender.reset(blocking)
 
     def _read(self, work: Callable[[Connection], T], snapshot: bool) -> T:
         try:

@@ -1,0 +1,174 @@
+"""PostgreSQL code run on the event loop (storage/cooperative.py, storage/loop_writer.py): group commits run by
+the loop apply every write once in shared batches, a failing unit fails alone, writes handed over from other
+threads land, shutdown finishes what is queued, reads suspend instead of blocking the loop, and the loop gate
+bounds how many suspended use cases hold a pooled connection.
+
+Every test runs its use cases with `run_suspendable` on a fresh event loop, the way `loyalty serve` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from loyalty.storage.cooperative import LoopGate, run_suspendable
+from loyalty.storage.uow import Store
+from tests.storage.test_committer import WAIT, inserter, put, reset_scratch, stored
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Store]:
+    reset_scratch(pg_url, create=True)
+    s = Store.from_url(pg_url, group_commit=128, writers=2)
+    try:
+        yield s
+    finally:
+        s.dispose()
+        reset_scratch(pg_url, create=False)
+
+
+def on_loop(store: Store, main: Any) -> Any:
+    """Run `main()` (a coroutine function) on a new loop with the store's writers attached, then detach."""
+
+    async def run() -> Any:
+        store.attach_loop(asyncio.get_running_loop())
+        try:
+            return await asyncio.wait_for(main(), WAIT)
+        finally:
+            await store.detach_loop()
+
+    return asyncio.run(run())
+
+
+def test_writes_from_use_cases_on_the_loop_are_each_applied_once_in_shared_batches(pg_store):
+    count = 60
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(run_suspendable(pg_store.write, inserter(i, f"k{i % 5}"), i % 5)
+                                           for i in range(count))))
+
+    assert on_loop(pg_store, main) == list(range(count))  # each caller got its own unit's result
+    assert stored(pg_store) == {i: f"k{i % 5}" for i in range(count)}
+    assert pg_store.committers == []  # no writer thread was started: the loop ran every batch
+
+
+def test_the_loop_writers_share_transactions(pg_store):
+    seen: dict[str, int] = {}
+
+    async def main() -> None:
+        await asyncio.gather(*(run_suspendable(pg_store.write, inserter(i), 0) for i in range(40)))
+        committer = pg_store._loop_committers[hash(0) % len(pg_store._loop_committers)]
+        seen.update(batches=committer.batches, units=committer.units)
+
+    on_loop(pg_store, main)
+    assert seen["units"] == 40
+    assert seen["batches"] < seen["units"]
+
+
+def test_a_failing_unit_in_a_loop_batch_fails_alone(pg_store):
+    def refuse(conn: Any) -> None:
+        put(conn, 1000, "refused")
+        raise ValueError("refused")
+
+    def duplicate(conn: Any) -> None:
+        put(conn, 1, "again")  # the primary key is taken: a store error that aborts the statement
+
+    async def main() -> list[Any]:
+        jobs = [run_suspendable(pg_store.write, inserter(i)) for i in range(1, 4)]
+        jobs += [run_suspendable(pg_store.write, refuse), run_suspendable(pg_store.write, duplicate)]
+        jobs += [run_suspendable(pg_store.write, inserter(i)) for i in range(4, 7)]
+        return list(await asyncio.gather(*jobs, return_exceptions=True))
+
+    results = on_loop(pg_store, main)
+    assert results[:3] == [1, 2, 3] and results[5:] == [4, 5, 6]
+    assert isinstance(results[3], ValueError)
+    assert isinstance(results[4], Exception)  # the duplicate key, after its retries
+    assert stored(pg_store) == {i: "x" for i in range(1, 7)}
+
+
+def test_writes_handed_over_by_other_threads_land_while_the_loop_runs(pg_store):
+    async def main() -> list[int]:
+        def from_thread(i: int) -> int:
+            return pg_store.write(inserter(i))
+
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(None, from_thread, i) for i in range(20))))
+
+    assert on_loop(pg_store, main) == list(range(20))
+    assert stored(pg_store) == {i: "x" for i in range(20)}
+
+
+def test_detaching_finishes_the_queued_writes_and_later_writes_use_threads(pg_store):
+    async def main() -> None:
+        for i in range(10):
+            asyncio.ensure_future(run_suspendable(pg_store.write, inserter(i)))
+        await asyncio.sleep(0)  # the use cases have queued their units; detaching must still commit them
+
+    on_loop(pg_store, main)
+    assert stored(pg_store) == {i: "x" for i in range(10)}
+    assert pg_store.write(inserter(99)) == 99  # no loop any more: a writer thread takes it
+    assert len(pg_store.committers) == pg_store.writers
+
+
+def test_a_unit_run_by_the_loop_writer_cannot_start_another_write(pg_store):
+    def nested(conn: Any) -> None:
+        pg_store.write(inserter(7))
+
+    async def main() -> BaseException | None:
+        try:
+            await run_suspendable(pg_store.write, nested)
+        except RuntimeError as exc:
+            return exc
+        return None
+
+    err = on_loop(pg_store, main)
+    assert err is not None and "may not start another write" in str(err)
+    assert stored(pg_store) == {}
+
+
+def test_a_slow_read_suspends_its_use_case_and_the_loop_serves_others_meanwhile(pg_store):
+    finished: list[str] = []
+
+    def slow(conn: Any) -> None:
+        conn.execute(text("SELECT pg_sleep(0.5)"))
+        finished.append("slow")
+
+    def fast(conn: Any) -> None:
+        conn.execute(text("SELECT 1"))
+        finished.append("fast")
+
+    async def main() -> None:
+        first = asyncio.ensure_future(run_suspendable(pg_store.read, slow))
+        await asyncio.sleep(0.05)  # the slow read is now waiting for the server
+        await run_suspendable(pg_store.read, fast)
+        finished.append("loop free")
+        await first
+
+    on_loop(pg_store, main)
+    assert finished == ["fast", "loop free", "slow"]  # a blocking read would have finished "slow" first
+
+
+def test_the_loop_gate_bounds_suspended_readers_and_lets_every_one_through(pg_store):
+    pg_store._loop_gate = LoopGate(2)
+    holding, most = 0, 0
+    lock = threading.Lock()
+
+    def read(conn: Any) -> None:
+        nonlocal holding, most
+        with lock:
+            holding += 1
+            most = max(most, holding)
+        conn.execute(text("SELECT pg_sleep(0.05)"))
+        with lock:
+            holding -= 1
+
+    async def main() -> None:
+        await asyncio.gather(*(run_suspendable(pg_store.read, read) for _ in range(8)))
+
+    on_loop(pg_store, main)
+    assert most == 2
