@@ -172,3 +172,18 @@ def test_the_loop_gate_bounds_suspended_readers_and_lets_every_one_through(pg_st
 
     on_loop(pg_store, main)
     assert most == 2
+
+
+def test_a_use_case_cancelled_during_a_read_leaves_no_broken_session_behind(pg_store):
+    def slow(conn: Any) -> None:
+        conn.execute(text("SELECT pg_sleep(5)"))
+
+    def quick(conn: Any) -> int:
+        return int(conn.execute(text("SELECT 41 + 1")).scalar_one())
+
+    async def main() -> list[int]:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(run_suspendable(pg_store.read, slow), 0.2)
+        return [await run_suspendable(pg_store.read, quick) for _ in range(pg_store._idle_cap + 2)]
+
+    assert on_loop(pg_store, main) == [42] * (pg_store._idle_cap + 2)  # every later read got a working session

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,8 @@ from loyalty.config import Settings
 from loyalty.jobs.runner import JobRunner
 from loyalty.services.runtime import Runtime
 from loyalty.storage import migrate
+
+GC_YOUNG_THRESHOLD = 5000  # allocations between young-generation collections (CPython's default: 700)
 
 
 class LoyaltyApp(FastAPI):
@@ -38,11 +41,22 @@ class LoyaltyApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _settle_garbage_collector() -> None:
+    """Keep full garbage collections short and rare: they stop every request in the process, and they were
+    the slowest 1% of answers. Everything built at start-up (modules, the app, caches) lives until exit, so it
+    is frozen out of the collector's scans; young-generation collections run every few requests instead of
+    every one (a request allocates a few hundred objects, almost none of them in reference cycles)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+
+
 def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
     jobs = JobRunner(rt) if (rt.settings.run_jobs if run_jobs is None else run_jobs) else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        _settle_garbage_collector()
         rt.store.attach_loop(asyncio.get_running_loop())
         if jobs is not None:
             jobs.start()

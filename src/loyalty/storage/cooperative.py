@@ -27,6 +27,7 @@ from weakref import WeakKeyDictionary
 import greenlet
 import psycopg
 from psycopg import waiting
+from psycopg.pq import TransactionStatus
 
 T = TypeVar("T")
 
@@ -76,7 +77,14 @@ class CooperativeConnection(psycopg.Connection[Any]):
         suspend = io_suspender.get()
         if suspend is None:
             return super().wait(gen, interval, timeout)
-        return suspend(waiting.wait_async(gen, self.pgconn.socket, interval=interval, timeout=timeout))
+        try:
+            return suspend(waiting.wait_async(gen, self.pgconn.socket, interval=interval, timeout=timeout))
+        except BaseException:
+            if self.pgconn.transaction_status == TransactionStatus.ACTIVE:
+                # Interrupted (cancelled) with a statement in flight: the session's state is unknown, so it is
+                # closed rather than given back to the pool half-way through a protocol exchange.
+                self.pgconn.finish()
+            raise
 
 
 class LoopGate:

@@ -71,8 +71,11 @@ class Store:
     def __init__(self, engines: Engines, group_commit: int = 0, writers: int = 0):
         self.engines = engines
         self.group_commit = group_commit  # most units per batch; 0: every write commits on its own
-        # Writer threads (0: the store's default); SQLite serialises writers, so more than one only contend.
-        self.writers = 1 if engines.dialect == "sqlite" else writers or DEFAULT_PG_WRITERS
+        pool_size = engines.reader.pool.size()  # type: ignore[attr-defined]
+        # Writers (0: the store's default); SQLite serialises writers, so more than one only contend. Each holds
+        # a connection while it writes: at most a quarter of the pool.
+        self.writers = 1 if engines.dialect == "sqlite" else min(writers or DEFAULT_PG_WRITERS,
+                                                                  max(1, pool_size // 4))
         self._committers: list[GroupCommitter] = []
         self._loop_committers: list[LoopCommitter] = []  # while a server's event loop runs them (PostgreSQL)
         self._committer_lock = threading.Lock()
@@ -81,11 +84,12 @@ class Store:
         # Open reader Connections between reads: checking one out of the pool and wrapping it costs more than
         # the keyed lookups a request makes with it. list.append/pop are atomic, so threads share the list.
         self._idle_readers: list[Connection] = []
-        pool_size = engines.reader.pool.size()  # type: ignore[attr-defined]
         self._idle_cap = min(IDLE_READERS, pool_size // 4)
-        # Use cases suspended on the event loop hold at most half the pool (see cooperative.py); the rest is
-        # for the writers and for use cases in worker threads, which may wait for a connection without harm.
-        self._loop_gate = LoopGate(max(1, pool_size // 2)) if engines.dialect == "postgresql" else None
+        # Use cases suspended on the event loop may hold what the writers and the idle readers leave of the pool,
+        # less a quarter kept for worker threads (which may wait for a connection without harm). The loop must
+        # never find the pool empty because of what its own suspended use cases hold (see cooperative.py).
+        self._loop_gate = LoopGate(max(1, pool_size - self.writers - self._idle_cap - pool_size // 4)) \
+            if engines.dialect == "postgresql" else None
         self._connected = False
 
     @classmethod
