@@ -7,6 +7,7 @@ Two Runtimes on the same store URL stand for two server processes: each has its 
 
 from __future__ import annotations
 
+import contextvars
 import copy
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,7 @@ from loyalty.services.commands import AccrueCmd, BalanceCmd, RegisterCmd
 from loyalty.services.demo import example_path
 from loyalty.services.programfile_schema import validate_document
 from loyalty.services.runtime import Runtime
-from loyalty.storage import catalog_repo
+from loyalty.storage import catalog_repo, counters_repo
 from tests.conftest import make_runtime
 from tests.helpers import assert_failure, ok
 
@@ -226,3 +227,28 @@ def test_over_http_catalogue_changes_by_another_process_are_seen_at_once(api, ot
     apply_doc(other, doc)
     assert_failure(api.call("loyalty/accrue_points", amount="10", **WHO), 409, "program_inactive")
     assert api.balance(ANN)["active_balance"] == "60.00"
+
+
+# --- one counter read per request -----------------------------------------------------------------------------
+
+def counter(rt: Runtime, name: str) -> int:
+    return rt.store.read(lambda conn: counters_repo.read(conn, name))
+
+
+def bump(rt: Runtime, name: str) -> None:
+    rt.store.write(lambda conn: counters_repo.bump(conn, name))
+
+
+def test_in_a_request_scope_counters_are_read_once_and_a_new_request_reads_them_again(rt, other):
+    def one_request() -> tuple[int, int, int]:
+        counters_repo.request_scope()
+        tokens_at_start = counter(rt, "tokens")
+        bump(other, "tokens")  # another process changes the tokens while this request runs
+        return tokens_at_start, counter(rt, "tokens"), counter(rt, "catalog")
+
+    first = contextvars.copy_context().run(one_request)
+    assert first[1] == first[0]  # the request keeps the counters it started with
+    second = contextvars.copy_context().run(one_request)
+    assert second[0] == first[0] + 1  # the next request sees the change
+    assert counter(rt, "tokens") == first[0] + 2  # outside a scope every read goes to the store
+

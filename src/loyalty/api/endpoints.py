@@ -1,7 +1,7 @@
 """The Altcraft routes: each endpoint is a command model plus a function that calls one use case.
 
 `register_endpoints` mounts them all under /api/v1.1/, each as a `Route` with one request pipeline: size limit →
-parse body → authenticate → validate → run the use case (in the thread pool, or inline, see inline.py) →
+parse body → authenticate → validate → run the use case (in the thread pool, or on the event loop, see storage/cooperative.py) →
 envelope. Every failure goes through `respond_error`, so no request ever answers with a traceback.
 """
 
@@ -24,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 
 from loyalty.api import wire
 from loyalty.api.auth import Authenticator
-from loyalty.api.inline import run_inline
 from loyalty.api.metrics import ApiMetrics
 from loyalty.domain.errors import LoyaltyError
 from loyalty.services import exports, history, ledger, members, orders, profiles, promotions, tiers
@@ -46,7 +45,7 @@ from loyalty.services.commands import (
     TiersCmd,
     TxnRefCmd,
 )
-from loyalty.services.runtime import Runtime
+from loyalty.services.runtime import Runtime, request_scope, run_on_loop
 from loyalty.services.tokens import Principal
 
 log = logging.getLogger("loyalty.api")
@@ -70,7 +69,7 @@ class Endpoint:
     model: type[BaseModel]
     handler: Handler
     summary: str
-    # Short use cases that may run on the event loop itself when the store is embedded (see inline.py).
+    # Short use cases run on the event loop itself, suspending while they wait (see storage/cooperative.py).
     inline: bool = False
     # Answers carry links built from the request's base URL (`base_url`).
     links: bool = False
@@ -252,7 +251,8 @@ class Route:
             if endpoint.links:
                 base_url.set(str(Request(scope).base_url))
             if self.inline:
-                payload = await run_inline(self._serve, token, params)
+                request_scope()  # the token and catalogue checks share one read
+                payload = await run_on_loop(self._serve, token, params)
             else:
                 # One trip to the thread pool per request: each hand-off between threads costs a GIL switch.
                 payload = await run_in_threadpool(self._serve, token, params)

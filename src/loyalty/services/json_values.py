@@ -52,6 +52,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every call: `json.loads` with options builds a new one each time, which cost as much as parsing
+# a request body. A decoder holds no state between calls, so threads may share it.
+_EXACT = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+
+
 def loads_exact(text: str | bytes) -> Any:
     """Parse JSON with numbers as int/Decimal; NaN and Infinity are refused (they are not JSON)."""
-    return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _EXACT.decode(text)

@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 
 from loyalty.config import Settings
 from loyalty.domain.clock import Clock, SystemClock
+from loyalty.storage import cooperative, counters_repo
 from loyalty.storage.uow import Store
+
+# What the API layer needs of the store's machinery, named here so that it depends on services only:
+# running a use case on the event loop (suspending while it waits), and one counter read per request.
+run_on_loop = cooperative.run_suspendable
+request_scope = counters_repo.request_scope
 
 
 @dataclass

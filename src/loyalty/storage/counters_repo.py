@@ -1,6 +1,13 @@
-"""SQL for change counters: what per-process caches check before trusting what they hold."""
+"""SQL for change counters: what per-process caches check before trusting what they hold.
+
+A request on a hot endpoint checks two caches (tokens, catalogue), each against its counter. Inside
+`request_scope()` the first check reads every counter in one statement and the later ones reuse it: the caches
+are then as fresh as the request's start, which is the promise ("a change takes effect on the next request").
+"""
 
 from __future__ import annotations
+
+from contextvars import ContextVar
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
@@ -11,11 +18,26 @@ _READ = Prepared(select(change_counters.c.value).where(change_counters.c.name ==
 _BUMP = Prepared(update(change_counters).where(change_counters.c.name == bindparam("k_name"))
                  .values(value=change_counters.c.value + 1))
 _CREATE = Prepared(insert(change_counters), ["name", "value"])
+_READ_ALL = Prepared(select(change_counters.c.name, change_counters.c.value))
+
+_in_request: ContextVar[dict[str, int] | None] = ContextVar("counters_in_request", default=None)
+
+
+def request_scope() -> None:
+    """From now on in this context (one request's task), counters are read once and then remembered. Only for
+    requests that change nothing the counters guard: their writes run in the writer's context, not this one."""
+    _in_request.set({})
 
 
 def read(conn: Connection, name: str) -> int:
-    row = _READ.first(conn, {"k_name": name})
-    return int(row[0]) if row else 0
+    seen = _in_request.get()
+    if seen is None:
+        row = _READ.first(conn, {"k_name": name})
+        return int(row[0]) if row else 0
+    if not seen:
+        seen.update((str(n), int(v)) for n, v in _READ_ALL.all(conn, {}))
+        seen.setdefault("", 0)  # read, even if the table is empty
+    return seen.get(name, 0)
 
 
 def bump(conn: Connection, name: str) -> None:
