@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     group_commit: bool = True
     # Most units of work one group commit takes.
     group_commit_max: int = Field(default=128, ge=1)
-    # Writer threads on PostgreSQL, each committing its own batches (0: 4). SQLite always has one.
+    # Writers on PostgreSQL, each committing its own batches (0: 4; at most a quarter of the pool). Under `serve`
+    # the event loop drives them, elsewhere they are threads. SQLite always has one writer thread.
     writer_threads: int = Field(default=0, ge=0)
     default_temp_timeout_sec: int = 900
     # Background sweeper period; the engine stays correct without it (reads settle what is due).

@@ -187,3 +187,29 @@ def test_a_use_case_cancelled_during_a_read_leaves_no_broken_session_behind(pg_s
         return [await run_suspendable(pg_store.read, quick) for _ in range(pg_store._idle_cap + 2)]
 
     assert on_loop(pg_store, main) == [42] * (pg_store._idle_cap + 2)  # every later read got a working session
+
+
+def test_a_request_cancelled_while_its_commit_is_pending_leaves_its_write_and_its_neighbours_answered(pg_store):
+    async def main() -> list[Any]:
+        jobs = [asyncio.ensure_future(run_suspendable(pg_store.write, inserter(i), 0)) for i in range(10)]
+        await asyncio.sleep(0)  # every use case has queued its unit and waits for the commit
+        jobs[3].cancel()
+        return list(await asyncio.gather(*jobs, return_exceptions=True))
+
+    results = on_loop(pg_store, main)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 3] == [i for i in range(10) if i != 3]
+    assert stored(pg_store) == {i: "x" for i in range(10)}  # the cancelled caller's write stands
+
+
+def test_a_write_handed_over_by_a_thread_after_the_loop_writer_stopped_is_run_by_a_writer_thread(pg_store):
+    async def main() -> Any:
+        stopped = pg_store._loop_committers[0]
+        await pg_store.detach_loop()
+        # A thread that picked the loop writer before the detach hands its unit over afterwards.
+        late = await asyncio.get_running_loop().run_in_executor(None, stopped.submit, inserter(5))
+        return await asyncio.wrap_future(late)
+
+    assert on_loop(pg_store, main) == 5
+    assert stored(pg_store) == {5: "x"}
+    assert len(pg_store.committers) == pg_store.writers  # the writer threads took it

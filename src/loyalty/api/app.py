@@ -45,7 +45,10 @@ def _settle_garbage_collector() -> None:
     """Keep full garbage collections short and rare: they stop every request in the process, and they were
     the slowest 1% of answers. Everything built at start-up (modules, the app, caches) lives until exit, so it
     is frozen out of the collector's scans; young-generation collections run every few requests instead of
-    every one (a request allocates a few hundred objects, almost none of them in reference cycles)."""
+    every one (a request allocates a few hundred objects, almost none of them in reference cycles). Once per
+    process: an app started again in the same process (tests) must not freeze what the last one left."""
+    if gc.get_threshold()[0] == GC_YOUNG_THRESHOLD:
+        return
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
@@ -62,7 +65,8 @@ def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
             jobs.start()
         yield
         if jobs is not None:
-            jobs.stop()
+            # Off the loop: a job finishing its last write needs the loop's writers to commit it.
+            await asyncio.to_thread(jobs.stop)
         await rt.store.detach_loop()
 
     app = LoyaltyApp(title="Loyalty Engine", version=__version__, lifespan=lifespan,

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from loyalty.domain.dates import parse_datetime
-from loyalty.domain.errors import Forbidden, InvalidParameter, TaskNotFound
+from loyalty.domain.errors import Forbidden, InvalidParameter, TaskNotFound, Unavailable
 from loyalty.domain.model import Currency
 from loyalty.domain.points import format_amount
 from loyalty.services.commands import ExportCmd
@@ -191,6 +191,8 @@ def process_queue(rt: Runtime, owner: str, limit: int = 10) -> int:
             done += 1
         except LeaseLost:
             continue
+        except Unavailable:  # the store is away or the server stopping: the lease runs out, another run resumes
+            break
         except Exception as exc:  # the task fails visibly; the worker goes on with the next one
             rt.store.write(partial(jobs_repo.finish_task, task_id=task["id"], owner=owner, status="failed",
                                    error=f"{exc.__class__.__name__}: {exc}", finished_at=rt.clock.now()))

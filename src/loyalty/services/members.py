@@ -62,7 +62,7 @@ def register(rt: Runtime, principal: Principal, cmd: RegisterCmd) -> str:
         tiers.evaluate_member(conn, program_id, profile_id, rt.clock.now())
         return profile_id
 
-    return rt.store.write(work)
+    return rt.store.write(work, (program_id, profile_id))  # the member whose rows it locks
 
 
 def delete(rt: Runtime, principal: Principal, cmd: DeleteCmd) -> str:
@@ -93,4 +93,4 @@ def delete(rt: Runtime, principal: Principal, cmd: DeleteCmd) -> str:
         members_repo.set_status(conn, program_id, profile_id, "removed", now)
         return profile_id
 
-    return rt.store.write(work)
+    return rt.store.write(work, (program_id, profile_id))  # the member whose rows it locks

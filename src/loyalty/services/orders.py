@@ -162,7 +162,7 @@ def preorder_commit(rt: Runtime, principal: Principal, cmd: PreorderCmd) -> dict
         orders_repo.set_result(conn, order_id, dumps_ordered(result))
         return result
 
-    return rt.store.write(work)
+    return rt.store.write(work, (order.program.id, order.profile_id))  # the member whose account it locks
 
 
 def _move(book: Book, cmd: PreorderCmd, kind: str, amount: int, return_window_days: int) -> str:

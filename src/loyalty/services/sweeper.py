@@ -30,7 +30,7 @@ def sweep_once(rt: Runtime, batch: int = 500) -> int:
     rt.store.write(lambda conn: expiry_repo.expire_batch(conn, due, now, new_txn_id))
     rest = rt.store.read(lambda conn: expiry_repo.due_among(conn, due, now))
     for key in rest:
-        rt.store.write(partial(_settle, rt, *key))
+        rt.store.write(partial(_settle, rt, *key), (key[0], key[1]))  # the member's writer
     return len(due)
 
 

@@ -20,11 +20,14 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from loyalty.domain.errors import Unavailable
 
 log = logging.getLogger("loyalty.storage")
 
@@ -58,11 +61,16 @@ class _Batches:
     def _run_guarded(self, batch: list[_Unit]) -> None:
         try:
             self._run_batch(batch)
-        except BaseException as exc:  # never let the writer die with callers waiting
-            log.exception("writer batch failed unexpectedly")
+        except BaseException as exc:  # never leave callers waiting
+            if isinstance(exc, PoolTimeout):
+                log.warning("writer found no free connection for %d units", len(batch))
+                exc = Unavailable("The store has no free connection; retry later")
+            elif isinstance(exc, Exception):
+                log.exception("writer batch failed unexpectedly")
             for unit in batch:
-                if not unit.future.done():
-                    unit.future.set_exception(exc)
+                _answer(unit.future, error=exc)
+            if not isinstance(exc, Exception):
+                raise  # the writer itself is being stopped (cancelled, interpreter exit)
 
     def _run_batch(self, batch: list[_Unit]) -> None:
         self.batches += 1
@@ -88,10 +96,8 @@ class _Batches:
         for unit in batch:
             if unit.rerun:
                 self._alone(unit)
-            elif unit.error is not None:
-                unit.future.set_exception(unit.error)
             else:
-                unit.future.set_result(unit.result)
+                _answer(unit.future, unit.result, unit.error)
 
     def _in_savepoint(self, conn: Connection, cursor: Any, unit: _Unit) -> None:
         cursor.execute("SAVEPOINT unit")
@@ -110,9 +116,22 @@ class _Batches:
 
     def _alone(self, unit: _Unit) -> None:
         try:
-            unit.future.set_result(self.run_alone(unit.work))
-        except BaseException as exc:
-            unit.future.set_exception(exc)
+            result = self.run_alone(unit.work)
+        except Exception as exc:
+            _answer(unit.future, error=exc)
+        else:
+            _answer(unit.future, result)
+
+
+def _answer(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Answer a caller, unless it stopped waiting (its future was cancelled): the work stands either way."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 class GroupCommitter(_Batches):

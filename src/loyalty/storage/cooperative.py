@@ -47,7 +47,9 @@ async def run_suspendable(fn: Callable[..., T], *args: Any) -> T:
     value = runner.switch(*args)
     while not runner.dead:
         try:
-            result = await (asyncio.wrap_future(value) if isinstance(value, Future) else value)
+            # A commit is shielded: if the request is cancelled, the write still stands and its writer must
+            # still be able to answer the future.
+            result = await (asyncio.shield(asyncio.wrap_future(value)) if isinstance(value, Future) else value)
         except BaseException as exc:  # the failure belongs to the suspended code: raise it there
             value = runner.throw(exc)
         else:

@@ -7,6 +7,8 @@ are then as fresh as the request's start, which is the promise ("a change takes 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -24,9 +26,19 @@ _in_request: ContextVar[dict[str, int] | None] = ContextVar("counters_in_request
 
 
 def request_scope() -> None:
-    """From now on in this context (one request's task), counters are read once and then remembered. Only for
-    requests that change nothing the counters guard: their writes run in the writer's context, not this one."""
+    """From now on in this context (one request's task), counters are read once and then remembered. Writes do
+    not use the scope (they run in a writer's context, or under `no_request_scope`)."""
     _in_request.set({})
+
+
+@contextmanager
+def no_request_scope() -> Iterator[None]:
+    """Inside, every counter read goes to the store again (for writes, which must see the latest)."""
+    token = _in_request.set(None)
+    try:
+        yield
+    finally:
+        _in_request.reset(token)
 
 
 def read(conn: Connection, name: str) -> int:

@@ -69,7 +69,11 @@ def make_engines(url: str | None, pool_size: int = 20) -> Engines:
         # a process fork, which under load churned sessions per request. No pre-ping either (a round trip per
         # checkout); a connection found dead is invalidated with the rest of the pool and its request answers
         # 503 (the outcome of an interrupted commit is unknown, so it is not retried blindly).
-        engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800)
+        # Opening a session blocks its caller, the event loop included (psycopg connects synchronously): bound
+        # it unless the URL says otherwise.
+        timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 10}
+        engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800,
+                               connect_args=timeout)
         event.listen(engine, "do_connect", _cooperative_connect)
         return Engines(url, "postgresql", engine, engine.execution_options(isolation_level="AUTOCOMMIT"),
                        engine.execution_options(isolation_level="REPEATABLE READ"))

@@ -6,7 +6,8 @@ took more of the server's CPU than the requests' own work. `LoopCommitter` runs 
 one transaction, a savepoint per unit, answers after the commit) inside a greenlet on the event loop, whose
 statements suspend while PostgreSQL works (cooperative.py). Units queued while a batch is in flight form the
 next batch, as with the thread. Threads that are not the loop (jobs, endpoints run in the thread pool) hand
-their units over with `call_soon_threadsafe` and block on the future as before.
+their units over with `call_soon_threadsafe` and block on the future as before. Units that arrive once the
+writer has stopped (shutdown) go to a writer thread (`after_stop`), so no write is refused or lost.
 
 SQLite keeps its writer thread: its commit is an fsync that would stop the loop, and that a thread can wait
 for while the loop goes on.
@@ -26,8 +27,7 @@ import greenlet
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from loyalty.domain.errors import Unavailable
-from loyalty.storage.committer import Work, _Batches, _Unit
+from loyalty.storage.committer import Work, _answer, _Batches, _Unit
 from loyalty.storage.cooperative import run_suspendable
 
 log = logging.getLogger("loyalty.storage")
@@ -38,32 +38,51 @@ class LoopCommitter(_Batches):
 
     def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
                  is_retryable: Callable[[DBAPIError], bool], loop: asyncio.AbstractEventLoop,
+                 after_stop: Callable[[Work, Hashable | None], Future[Any]],
                  max_batch: int = 128, name: str = "loyalty-writer"):
         super().__init__(engine, run_alone, is_retryable, max_batch)
         self.loop = loop
+        self.after_stop = after_stop  # who takes the units that arrive once this writer is stopped
         self._loop_thread = threading.get_ident()
         self._pending: deque[_Unit] = deque()
         self._wake = asyncio.Event()
         self._running: greenlet.greenlet | None = None  # the greenlet running the current batch
         self._stopped = False
         self._task = loop.create_task(self._drive(), name=name)
+        self._task.add_done_callback(self._ended)
 
     def submit(self, work: Work, key: Hashable | None = None) -> Future[Any]:
-        if self._stopped:
-            raise RuntimeError("the writer is stopped")
         unit = _Unit(work, key)
         if threading.get_ident() == self._loop_thread:
             self._enqueue(unit)
         else:
-            self.loop.call_soon_threadsafe(self._enqueue, unit)
+            try:
+                self.loop.call_soon_threadsafe(self._enqueue, unit)
+            except RuntimeError:  # the loop is closed
+                self._hand_over(unit)
         return unit.future
 
     def _enqueue(self, unit: _Unit) -> None:
-        if self._stopped:  # stopped between a thread's submit and this call
-            unit.future.set_exception(Unavailable("The server is shutting down; retry later"))
+        if self._stopped:  # a late unit (a thread submitted it as the server stopped): a writer thread runs it
+            self._hand_over(unit)
             return
         self._pending.append(unit)
         self._wake.set()
+
+    def _hand_over(self, unit: _Unit) -> None:
+        def relay(done: Future[Any]) -> None:
+            error = done.exception()
+            _answer(unit.future, None if error else done.result(), error)
+
+        self.after_stop(unit.work, unit.key).add_done_callback(relay)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The driving task is over: at shutdown (cancelled) or, if ever, by a failure; no unit is left behind."""
+        self._stopped = True
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the event loop's writer stopped", exc_info=task.exception())
+        while self._pending:
+            self._hand_over(self._pending.popleft())
 
     def is_writer_thread(self) -> bool:
         return self._running is not None and greenlet.getcurrent() is self._running
@@ -84,10 +103,10 @@ class LoopCommitter(_Batches):
             self._running = None
 
     async def close(self) -> None:
-        """Finish what is queued, then stop (on the loop, at shutdown)."""
+        """Finish what is queued, then stop (on the loop, at shutdown); later units go to `after_stop`."""
         self._stopped = True
-        while self._pending or self._running is not None:
-            await asyncio.sleep(0.005)
+        while (self._pending or self._running is not None) and not self._task.done():
+            await asyncio.sleep(0.005)  # the batches in flight answer within their statements' time
         self._task.cancel()
         try:
             await self._task

@@ -6,8 +6,9 @@ writer). The function must therefore be safe to run again: it only reads and wri
 With group commit on (the default), `write` hands the function to a writer thread, which runs it with other
 waiting writes in one transaction (see committer.py); `key` names the rows it locks first.
 
-PostgreSQL gets several writer threads, each with its own connection: a writer spends most of its time waiting
-for the server's answers, one statement at a time, so one writer leaves both the server and this process idle.
+PostgreSQL gets several writers, each with its own connection: a writer spends most of its time waiting for
+the server's answers, one statement at a time, so one writer leaves both the server and this process idle.
+Under `serve` the event loop drives them (loop_writer.py); elsewhere they are threads.
 A unit goes to the writer its key hashes to, so units on one account always share a writer and never wait on
 each other's row locks across writers; units without a key go to the first. SQLite allows one writer at a time,
 so it gets one.
@@ -25,9 +26,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from loyalty.domain.errors import Unavailable
-from loyalty.storage import catalog_repo
+from loyalty.storage import catalog_repo, counters_repo
 from loyalty.storage.committer import GroupCommitter
 from loyalty.storage.cooperative import LoopGate, io_suspender, wait
 from loyalty.storage.engine import Engines, make_engines
@@ -67,6 +69,11 @@ def _pause(seconds: float) -> None:
         time.sleep(seconds)
 
 
+def _pick(committers: list[Any], key: Hashable | None) -> Any:
+    """The writer of `key`: units on one member always share one; units without a key go to the first."""
+    return committers[hash(key) % len(committers)] if key is not None else committers[0]
+
+
 class Store:
     def __init__(self, engines: Engines, group_commit: int = 0, writers: int = 0):
         self.engines = engines
@@ -79,8 +86,6 @@ class Store:
         self._committers: list[GroupCommitter] = []
         self._loop_committers: list[LoopCommitter] = []  # while a server's event loop runs them (PostgreSQL)
         self._committer_lock = threading.Lock()
-        # How a caller waits for its commit: suspended when it runs on the event loop, else blocked.
-        self.wait_for: Callable[[Future[Any]], Any] = wait
         # Open reader Connections between reads: checking one out of the pool and wrapping it costs more than
         # the keyed lookups a request makes with it. list.append/pop are atomic, so threads share the list.
         self._idle_readers: list[Connection] = []
@@ -117,15 +122,17 @@ class Store:
             committers = self._committers or self._start_writers()
         if any(c.is_writer_thread() for c in committers):
             raise RuntimeError("a unit of work may not start another write")
-        committer = committers[hash(key) % len(committers)] if key is not None else committers[0]
-        return self.wait_for(committer.submit(work, key))  # type: ignore[no-any-return]
+        return wait(_pick(committers, key).submit(work, key))  # suspended when on the event loop, else blocked
+
+    def _submit_to_thread(self, work: Callable[[Connection], Any], key: Hashable | None) -> Future[Any]:
+        return _pick(self._committers or self._start_writers(), key).submit(work, key)
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let `loop` run the group commits from now on (PostgreSQL; called on the loop's thread at start-up)."""
         if self.group_commit and self.dialect == "postgresql" and not self._loop_committers:
             self._first_connect()
             self._loop_committers = [
-                LoopCommitter(self.engines.writer, self.write_alone, _is_retryable, loop,
+                LoopCommitter(self.engines.writer, self.write_alone, _is_retryable, loop, self._submit_to_thread,
                               max_batch=self.group_commit, name=f"loyalty-writer-{i}")
                 for i in range(self.writers)]
 
@@ -149,6 +156,11 @@ class Store:
         return self._gated(self._write_alone, work)
 
     def _write_alone(self, work: Callable[[Connection], T]) -> T:
+        # A write must read the counters afresh even inside a request's scope (group commit off runs it there).
+        with counters_repo.no_request_scope():
+            return self._write_retrying(work)
+
+    def _write_retrying(self, work: Callable[[Connection], T]) -> T:
         last: Exception | None = None
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -173,11 +185,14 @@ class Store:
     def _gated(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn`, first taking a turn at the loop gate if the caller is a suspendable use case."""
         suspend = io_suspender.get() if self._loop_gate is not None else None
-        if suspend is None:
-            return fn(*args)
-        self._first_connect()
-        with self._loop_gate.held(suspend):  # type: ignore[union-attr]
-            return fn(*args)
+        try:
+            if suspend is None:
+                return fn(*args)
+            self._first_connect()
+            with self._loop_gate.held(suspend):  # type: ignore[union-attr]
+                return fn(*args)
+        except PoolTimeout as exc:  # every connection stayed in use for the pool's whole timeout
+            raise Unavailable("The store has no free connection; retry later") from exc
 
     def _first_connect(self) -> None:
         """Open the pool's first connection without suspending: SQLAlchemy sets the dialect up on it under a
