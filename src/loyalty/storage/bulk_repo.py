@@ -143,3 +143,13 @@ def _insert_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows:
             cur.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)
         finally:
             cur.close()
+
+
+def tidy_after_load(conn: Connection) -> dict[str, Any]:
+    """After a bulk load on PostgreSQL (on an autocommit connection): what autovacuum would do within a minute,
+    VACUUM (dead rows of earlier updates) and ANALYZE (statistics that know the new sizes; without them the
+    planner may scan whole tables for keyed statements). Returns whether the server's autovacuum is on, since
+    where it is off earlier updates have left their dead rows in place until now."""
+    autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar_one()
+    conn.exec_driver_sql("VACUUM (ANALYZE)")
+    return {"autovacuum": autovacuum}

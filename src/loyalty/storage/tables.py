@@ -295,9 +295,11 @@ transactions = Table(
 )
 Index("ix_transactions_history", transactions.c.program_id, transactions.c.profile_id, transactions.c.currency_iid,
       transactions.c.id)
+# Open holds by account: the account's earliest deadline is one index probe, however many holds other members
+# have open (a global deadline index made it a scan of every open hold, on every redeem and commit).
 Index(
-    "ix_transactions_temp_deadline",
-    transactions.c.deadline_at,
+    "ix_transactions_temp_account",
+    transactions.c.program_id, transactions.c.profile_id, transactions.c.currency_iid, transactions.c.deadline_at,
     sqlite_where=text("status = 'temp'"),
     postgresql_where=text("status = 'temp'"),
 )
