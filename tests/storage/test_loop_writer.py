@@ -213,3 +213,36 @@ def test_a_write_handed_over_by_a_thread_after_the_loop_writer_stopped_is_run_by
     assert on_loop(pg_store, main) == 5
     assert stored(pg_store) == {5: "x"}
     assert len(pg_store.committers) == pg_store.writers  # the writer threads took it
+
+
+def test_an_unreachable_store_answers_503_on_the_loop_and_the_server_still_starts(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from loyalty.api.app import create_app
+    from loyalty.config import Settings
+    from loyalty.domain.errors import Unavailable
+    from loyalty.services.runtime import Runtime
+
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    store = Store.from_url(url, group_commit=128)
+    try:
+        async def main() -> BaseException | None:
+            try:
+                await run_suspendable(store.read, lambda conn: conn.execute(text("SELECT 1")))
+            except Unavailable as exc:
+                return exc
+            return None
+
+        assert isinstance(asyncio.run(main()), Unavailable)
+    finally:
+        store.dispose()
+
+    rt = Runtime.from_settings(Settings(database_url=url, run_jobs=False, export_dir=tmp_path))
+    try:
+        with TestClient(create_app(rt, run_jobs=False)) as client:  # the lifespan starts without the store
+            answer = client.post("/api/v1.1/loyalty/account/balance", headers={"Authorization": "Bearer x"},
+                                 json={"loyalty_program_id": 123, "matching": "email", "email": "a@example.com"})
+        assert answer.status_code == 503
+        assert answer.json()["error"] == 503
+    finally:
+        rt.close()

@@ -1,4 +1,6 @@
-"""Group commit: one writer thread runs many waiting units of work in one store transaction.
+"""Group commit: a writer runs many waiting units of work in one store transaction.
+
+`GroupCommitter` is the writer as a thread; loop_writer.py drives the same batches from the event loop.
 
 A durable commit (an fsync) costs far more than the statements of one ledger operation, so committing each
 request on its own caps throughput at the disk's flush rate. The committer takes every unit of work waiting

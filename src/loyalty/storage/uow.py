@@ -3,20 +3,22 @@
 `write` runs a function in one store transaction and retries it, with bounded jittered backoff, when the store
 says the transaction lost a race (serialization failure, deadlock, busy, a unique key taken by a concurrent
 writer). The function must therefore be safe to run again: it only reads and writes through the connection.
-With group commit on (the default), `write` hands the function to a writer thread, which runs it with other
-waiting writes in one transaction (see committer.py); `key` names the rows it locks first.
+With group commit on (the default), `write` hands the function to a writer, which runs it with other waiting
+writes in one transaction (see committer.py); `key` names the member whose rows it locks.
 
 PostgreSQL gets several writers, each with its own connection: a writer spends most of its time waiting for
 the server's answers, one statement at a time, so one writer leaves both the server and this process idle.
 Under `serve` the event loop drives them (loop_writer.py); elsewhere they are threads.
-A unit goes to the writer its key hashes to, so units on one account always share a writer and never wait on
-each other's row locks across writers; units without a key go to the first. SQLite allows one writer at a time,
-so it gets one.
+A unit goes to the writer its key hashes to, so units on one member always share a writer and never wait on
+each other's row locks across writers; units without a key (catalogue, tokens, jobs, the sweeper's set-based
+expiry) go to the first, and a lock wait between writers is at worst a deadlock PostgreSQL breaks and the
+losing unit runs again. SQLite allows one writer at a time, so it gets one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 import time
@@ -36,6 +38,7 @@ from loyalty.storage.engine import Engines, make_engines
 from loyalty.storage.loop_writer import LoopCommitter
 
 T = TypeVar("T")
+log = logging.getLogger("loyalty.storage")
 
 MAX_ATTEMPTS = 8
 # Reader connections kept checked out between reads: at most a quarter of the pool, so writes, snapshots and
@@ -130,7 +133,10 @@ class Store:
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let `loop` run the group commits from now on (PostgreSQL; called on the loop's thread at start-up)."""
         if self.group_commit and self.dialect == "postgresql" and not self._loop_committers:
-            self._first_connect()
+            try:
+                self._first_connect()
+            except Unavailable:  # the server starts all the same; requests answer 503 until the store is back
+                log.warning("the store is unreachable at start-up")
             self._loop_committers = [
                 LoopCommitter(self.engines.writer, self.write_alone, _is_retryable, loop, self._submit_to_thread,
                               max_batch=self.group_commit, name=f"loyalty-writer-{i}")
@@ -202,6 +208,8 @@ class Store:
             try:
                 with self.engines.reader.connect():
                     self._connected = True
+            except DBAPIError as exc:
+                raise Unavailable("The store is unreachable; retry later") from exc
             finally:
                 io_suspender.reset(blocking)
 
