@@ -7,6 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
+from loyalty.storage import migrate
 from loyalty.storage.tables import metadata
 
 
@@ -29,3 +30,40 @@ def test_an_accounts_earliest_hold_deadline_is_an_index_probe_not_a_scan_of_ever
     finally:
         engine.dispose()
     assert "USING INDEX ix_transactions_temp_account (program_id=? AND profile_id=? AND currency_iid=?)" in plan
+
+
+def index_definitions(conn) -> dict[str, str]:
+    if conn.dialect.name == "sqlite":
+        rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+    else:
+        rows = conn.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"))
+    return {name: sql for name, sql in rows}
+
+
+def test_the_open_holds_index_covers_open_holds_only(store_url):
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            definition = index_definitions(conn)["ix_transactions_temp_account"]
+    finally:
+        engine.dispose()
+    assert "WHERE" in definition and "temp" in definition  # partial: holds, not every transaction
+
+
+def test_migration_0003_downgrades_and_upgrades_again(store_url):
+    engine = create_engine(store_url)
+    try:
+        migrate.downgrade(engine, "0002")
+        with engine.connect() as conn:
+            names = index_definitions(conn)
+        assert "ix_transactions_temp_deadline" in names and "ix_transactions_temp_account" not in names
+    finally:
+        migrate.upgrade(engine)  # the session's store stays at head whatever happened
+        engine.dispose()
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            assert "ix_transactions_temp_account" in index_definitions(conn)
+    finally:
+        engine.dispose()

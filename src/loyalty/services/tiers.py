@@ -91,10 +91,13 @@ def account_tiers(rt: Runtime, principal: Principal, cmd: TiersCmd) -> TierView:
     target = reached(group, total)
     if {t.id for t in target} != set(stored):
         def fix(conn: Connection) -> dict[int, datetime]:
-            _sync(conn, group, program.id, profile_id, target, now)
+            # Recomputed under the member's writer: an accrual committed since the read may have moved it.
+            fresh = reached(group, qualification_total(conn, group, program.id, profile_id, now))
+            _sync(conn, group, program.id, profile_id, fresh, now)
             return tiers_repo.reached_rows(conn, program.id, profile_id, group.id)
 
-        stored = rt.store.write(fix)
+        stored = rt.store.write(fix, (program.id, profile_id))
+        target = [t for t in group.tiers if t.id in stored]
     to_next = points_to_next(group, total)
     return TierView(group, [(t, stored[t.id]) for t in target],
                     format_amount(to_next, precision) if to_next is not None else None)
@@ -125,7 +128,7 @@ def reevaluate_period_groups(rt: Runtime, batch: int = 500) -> int:
                     total = qualification_total(conn, group, program_id, profile_id, now)  # noqa: B023
                     return _sync(conn, group, program_id, profile_id, reached(group, total), now)  # noqa: B023
 
-                changed += rt.store.write(work)
+                changed += rt.store.write(work, (program_id, profile_id))  # the member's writer
             if len(holders) < batch:
                 break
             after = holders[-1]

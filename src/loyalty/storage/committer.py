@@ -90,6 +90,13 @@ class _Batches:
                     self._in_savepoint(conn, cursor, unit)
                 cursor.close()
         except DBAPIError as exc:
+            if exc.connection_invalidated:
+                # The connection died, maybe during COMMIT: whether the batch is durable is unknown, so it is
+                # not run again (writes without an eid would apply twice); callers retry with their eids.
+                log.warning("group commit of %d units lost its connection (%s)", len(batch), exc)
+                for unit in batch:
+                    _answer(unit.future, error=Unavailable("The store connection was lost; retry later"))
+                return
             # The commit (or the transaction) failed: nothing of the batch is durable; run each unit alone.
             log.warning("group commit of %d units failed (%s); running them one by one", len(batch), exc)
             for unit in batch:

@@ -31,6 +31,7 @@ from loyalty.storage.committer import Work, _answer, _Batches, _Unit
 from loyalty.storage.cooperative import run_suspendable
 
 log = logging.getLogger("loyalty.storage")
+CLOSE_WAIT_SEC = 30.0  # as long as a writer thread's stop() waits
 
 
 class LoopCommitter(_Batches):
@@ -38,11 +39,14 @@ class LoopCommitter(_Batches):
 
     def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
                  is_retryable: Callable[[DBAPIError], bool], loop: asyncio.AbstractEventLoop,
-                 after_stop: Callable[[Work, Hashable | None], Future[Any]],
+                 after_stop: Callable[[Work, Hashable | None], Future[Any]], before_batch: Callable[[], None],
                  max_batch: int = 128, name: str = "loyalty-writer"):
         super().__init__(engine, run_alone, is_retryable, max_batch)
         self.loop = loop
         self.after_stop = after_stop  # who takes the units that arrive once this writer is stopped
+        # Run on the loop before each batch, without suspending: opens the store's first connection if the
+        # store was away at start-up (SQLAlchemy sets it up under a lock no suspended code may hold).
+        self.before_batch = before_batch
         self._loop_thread = threading.get_ident()
         self._pending: deque[_Unit] = deque()
         self._wake = asyncio.Event()
@@ -98,14 +102,22 @@ class LoopCommitter(_Batches):
     def _run_here(self, batch: list[_Unit]) -> None:
         self._running = greenlet.getcurrent()
         try:
+            self.before_batch()
             self._run_guarded(batch)
+        except Exception as exc:  # the store is unreachable: every unit of the batch says so
+            for unit in batch:
+                _answer(unit.future, error=exc)
         finally:
             self._running = None
 
     async def close(self) -> None:
         """Finish what is queued, then stop (on the loop, at shutdown); later units go to `after_stop`."""
         self._stopped = True
+        deadline = self.loop.time() + CLOSE_WAIT_SEC
         while (self._pending or self._running is not None) and not self._task.done():
+            if self.loop.time() > deadline:  # a batch stuck on a lock held elsewhere: its callers get an error
+                log.warning("the event loop's writer did not finish within %s s; stopping it", CLOSE_WAIT_SEC)
+                break
             await asyncio.sleep(0.005)  # the batches in flight answer within their statements' time
         self._task.cancel()
         try:

@@ -37,6 +37,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo migrations down to `revision` (for operators rolling back a release)."""
+    cfg = _config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def autogenerate(engine: Engine, message: str) -> None:
     """For developers: write a new revision from the difference between tables.py and the store."""
     cfg = _config(engine)

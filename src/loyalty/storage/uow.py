@@ -45,6 +45,7 @@ MAX_ATTEMPTS = 8
 # health probes taking a connection from the pool directly still find one.
 IDLE_READERS = 4
 DEFAULT_PG_WRITERS = 4
+CONNECT_BACKOFF_SEC = 1.0  # after a failed first connection, requests answer 503 at once for this long
 _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
 
 
@@ -99,6 +100,7 @@ class Store:
         self._loop_gate = LoopGate(max(1, pool_size - self.writers - self._idle_cap - pool_size // 4)) \
             if engines.dialect == "postgresql" else None
         self._connected = False
+        self._connect_again_at = 0.0
 
     @classmethod
     def from_url(cls, url: str | None, pool_size: int = 20, group_commit: int = 0, writers: int = 0) -> Store:
@@ -139,7 +141,7 @@ class Store:
                 log.warning("the store is unreachable at start-up")
             self._loop_committers = [
                 LoopCommitter(self.engines.writer, self.write_alone, _is_retryable, loop, self._submit_to_thread,
-                              max_batch=self.group_commit, name=f"loyalty-writer-{i}")
+                              self._first_connect, max_batch=self.group_commit, name=f"loyalty-writer-{i}")
                 for i in range(self.writers)]
 
     async def detach_loop(self) -> None:
@@ -203,15 +205,19 @@ class Store:
     def _first_connect(self) -> None:
         """Open the pool's first connection without suspending: SQLAlchemy sets the dialect up on it under a
         lock, and a second use case suspended-on while one holds that lock would block the loop for good."""
-        if not self._connected:
-            blocking = io_suspender.set(None)
-            try:
-                with self.engines.reader.connect():
-                    self._connected = True
-            except DBAPIError as exc:
-                raise Unavailable("The store is unreachable; retry later") from exc
-            finally:
-                io_suspender.reset(blocking)
+        if self._connected:
+            return
+        if time.monotonic() < self._connect_again_at:  # connecting blocks the loop: not on every request
+            raise Unavailable("The store is unreachable; retry later")
+        blocking = io_suspender.set(None)
+        try:
+            with self.engines.reader.connect():
+                self._connected = True
+        except DBAPIError as exc:
+            self._connect_again_at = time.monotonic() + CONNECT_BACKOFF_SEC
+            raise Unavailable("The store is unreachable; retry later") from exc
+        finally:
+            io_suspender.reset(blocking)
 
     def _read(self, work: Callable[[Connection], T], snapshot: bool) -> T:
         try:
