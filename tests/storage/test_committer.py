@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from loyalty.domain.errors import InsufficientPoints
+from loyalty.domain.errors import InsufficientPoints, Unavailable
 from loyalty.services import ledger, members, profiles, tokens
 from loyalty.services.commands import AccrueCmd, BalanceCmd, RedeemCmd, RegisterCmd
 from loyalty.services.runtime import Runtime
@@ -594,3 +594,22 @@ def test_without_group_commit_writes_commit_on_their_own(store_url):
     finally:
         store.dispose()
         reset_scratch(store_url, create=False)
+
+
+def test_a_batch_whose_connection_dies_answers_unavailable_and_is_not_run_again(store):
+    """The outcome of a transaction whose connection died is unknown to the writer, so its units are not run
+    again blindly (a write without an eid would apply twice): every caller gets 503, and the store goes on."""
+    if store.dialect != "postgresql":
+        pytest.skip("a server session to terminate is PostgreSQL's")
+    committer = committer_of(store)
+
+    def die(conn: Any) -> None:
+        conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    with writer_held(committer):
+        futures = [committer.submit(inserter(1)), committer.submit(die), committer.submit(inserter(3))]
+
+    for future in futures:
+        assert isinstance(error_of(future), Unavailable)
+    assert stored(store) == {}  # the dead transaction left nothing
+    assert store.write(inserter(4)) == 4  # and the writer goes on with a fresh connection

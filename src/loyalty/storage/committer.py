@@ -109,19 +109,19 @@ class _Batches:
                 _answer(unit.future, unit.result, unit.error)
 
     def _in_savepoint(self, conn: Connection, cursor: Any, unit: _Unit) -> None:
-        cursor.execute("SAVEPOINT unit")
+        _statement(conn, cursor, "SAVEPOINT unit")
         try:
             unit.result = unit.work(conn)
         except DBAPIError as exc:
-            cursor.execute("ROLLBACK TO SAVEPOINT unit")
+            _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
             if self.is_retryable(exc):
                 unit.rerun = True
             else:
                 unit.error = exc
         except Exception as exc:  # a refusal (insufficient points, ...) or a bug: this unit only
-            cursor.execute("ROLLBACK TO SAVEPOINT unit")
+            _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
             unit.error = exc
-        cursor.execute("RELEASE SAVEPOINT unit")
+        _statement(conn, cursor, "RELEASE SAVEPOINT unit")
 
     def _alone(self, unit: _Unit) -> None:
         try:
@@ -130,6 +130,17 @@ class _Batches:
             _answer(unit.future, error=exc)
         else:
             _answer(unit.future, result)
+
+
+def _statement(conn: Connection, cursor: Any, sql: str) -> None:
+    """Run a savepoint statement on the driver's cursor; its failure raised as SQLAlchemy's error type, marked
+    when the connection is dead (the transaction's rollback then discards it from the pool)."""
+    try:
+        cursor.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        lost = conn.invalidated or conn.dialect.is_disconnect(exc, cursor.connection, cursor)
+        raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect,
+                                  connection_invalidated=lost) from exc
 
 
 def _answer(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
