@@ -45,7 +45,7 @@ def on_loop(store: Store, main: Any) -> Any:
     return asyncio.run(run())
 
 
-def test_writes_from_use_cases_on_the_loop_are_each_applied_once_in_shared_batches(pg_store):
+def test_writes_from_use_cases_on_the_loop_are_each_applied_once_by_the_loop(pg_store):
     count = 60
 
     async def main() -> list[int]:

@@ -1,8 +1,8 @@
 """The Altcraft routes: each endpoint is a command model plus a function that calls one use case.
 
 `register_endpoints` mounts them all under /api/v1.1/, each as a `Route` with one request pipeline: size limit →
-parse body → authenticate → validate → run the use case (in the thread pool, or on the event loop, see storage/cooperative.py) →
-envelope. Every failure goes through `respond_error`, so no request ever answers with a traceback.
+parse body → authenticate → validate → run the use case (in the thread pool, or on the event loop, see
+storage/cooperative.py) → envelope. Every failure goes through `respond_error`, so no request ever answers with a traceback.
 """
 
 from __future__ import annotations
@@ -208,7 +208,6 @@ class Route:
         self.auth = auth
         self.endpoint = endpoint
         self.metrics = metrics
-        self.inline = endpoint.inline
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Answer as an ASGI application."""
@@ -250,7 +249,7 @@ class Route:
             token = wire.pick_token(incoming.headers.get("authorization", ""), params)
             if endpoint.links:
                 base_url.set(str(Request(scope).base_url))
-            if self.inline:
+            if endpoint.inline:
                 request_scope()  # the token and catalogue checks share one read
                 payload = await run_on_loop(self._serve, token, params)
             else:
