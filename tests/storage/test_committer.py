@@ -75,16 +75,22 @@ def reset_scratch(url: str, create: bool) -> None:
         engine.dispose()
 
 
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
+@contextmanager
+def scratch_store(url: str, writers: int = 0) -> Iterator[Store]:
     """A store with group commit on and two scratch tables of its own (dropped afterwards)."""
-    reset_scratch(store_url, create=True)
-    s = Store.from_url(store_url, group_commit=128)
+    reset_scratch(url, create=True)
+    s = Store.from_url(url, group_commit=128, writers=writers)
     try:
         yield s
     finally:
         s.dispose()
-        reset_scratch(store_url, create=False)
+        reset_scratch(url, create=False)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    with scratch_store(store_url) as s:
+        yield s
 
 
 def committer_of(store: Store) -> GroupCommitter:

@@ -1,7 +1,9 @@
-"""PostgreSQL code run on the event loop (storage/cooperative.py, storage/loop_writer.py): group commits run by
-the loop apply every write once in shared batches, a failing unit fails alone, writes handed over from other
-threads land, shutdown finishes what is queued, reads suspend instead of blocking the loop, and the loop gate
-bounds how many suspended use cases hold a pooled connection.
+"""Store code run on the event loop (storage/cooperative.py, storage/loop_writer.py): on both stores, group
+commits run by the loop apply every write once in shared batches, a failing unit fails alone, writes handed over
+from other threads land, and shutdown finishes what is queued; on SQLite the commit runs on a thread while the
+loop goes on, and a writer waiting for another process's turn does not stop the loop; on PostgreSQL reads
+suspend instead of blocking the loop, and the loop gate bounds how many suspended use cases hold a pooled
+connection.
 
 Every test runs its use cases with `run_suspendable` on a fresh event loop, the way `loyalty serve` does.
 """
@@ -9,27 +11,33 @@ Every test runs its use cases with `run_suspendable` on a fresh event loop, the 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from loyalty.storage.cooperative import LoopGate, run_suspendable
+from loyalty.storage.engine import sqlite_path
 from loyalty.storage.uow import Store
-from tests.storage.test_committer import WAIT, inserter, put, reset_scratch, stored
+from tests.storage.test_committer import WAIT, inserter, put, scratch_store, stored
 
 
 @pytest.fixture
 def pg_store(pg_url: str) -> Iterator[Store]:
-    reset_scratch(pg_url, create=True)
-    s = Store.from_url(pg_url, group_commit=128, writers=2)
-    try:
+    with scratch_store(pg_url, writers=2) as s:
         yield s
-    finally:
-        s.dispose()
-        reset_scratch(pg_url, create=False)
+
+
+@pytest.fixture
+def loop_store(store_url: str) -> Iterator[Store]:
+    """Either store (two writers on PostgreSQL)."""
+    with scratch_store(store_url, writers=2) as s:
+        yield s
 
 
 def on_loop(store: Store, main: Any) -> Any:
@@ -45,32 +53,32 @@ def on_loop(store: Store, main: Any) -> Any:
     return asyncio.run(run())
 
 
-def test_writes_from_use_cases_on_the_loop_are_each_applied_once_by_the_loop(pg_store):
+def test_writes_from_use_cases_on_the_loop_are_each_applied_once_by_the_loop(loop_store):
     count = 60
 
     async def main() -> list[int]:
-        return list(await asyncio.gather(*(run_suspendable(pg_store.write, inserter(i, f"k{i % 5}"), i % 5)
+        return list(await asyncio.gather(*(run_suspendable(loop_store.write, inserter(i, f"k{i % 5}"), i % 5)
                                            for i in range(count))))
 
-    assert on_loop(pg_store, main) == list(range(count))  # each caller got its own unit's result
-    assert stored(pg_store) == {i: f"k{i % 5}" for i in range(count)}
-    assert pg_store.committers == []  # no writer thread was started: the loop ran every batch
+    assert on_loop(loop_store, main) == list(range(count))  # each caller got its own unit's result
+    assert stored(loop_store) == {i: f"k{i % 5}" for i in range(count)}
+    assert loop_store.committers == []  # no writer thread was started: the loop ran every batch
 
 
-def test_the_loop_writers_share_transactions(pg_store):
+def test_the_loop_writers_share_transactions(loop_store):
     seen: dict[str, int] = {}
 
     async def main() -> None:
-        await asyncio.gather(*(run_suspendable(pg_store.write, inserter(i), 0) for i in range(40)))
-        committer = pg_store._loop_committers[hash(0) % len(pg_store._loop_committers)]
+        await asyncio.gather(*(run_suspendable(loop_store.write, inserter(i), 0) for i in range(40)))
+        committer = loop_store._loop_committers[hash(0) % len(loop_store._loop_committers)]
         seen.update(batches=committer.batches, units=committer.units)
 
-    on_loop(pg_store, main)
+    on_loop(loop_store, main)
     assert seen["units"] == 40
     assert seen["batches"] < seen["units"]
 
 
-def test_a_failing_unit_in_a_loop_batch_fails_alone(pg_store):
+def test_a_failing_unit_in_a_loop_batch_fails_alone(loop_store):
     def refuse(conn: Any) -> None:
         put(conn, 1000, "refused")
         raise ValueError("refused")
@@ -79,56 +87,56 @@ def test_a_failing_unit_in_a_loop_batch_fails_alone(pg_store):
         put(conn, 1, "again")  # the primary key is taken: a store error that aborts the statement
 
     async def main() -> list[Any]:
-        jobs = [run_suspendable(pg_store.write, inserter(i)) for i in range(1, 4)]
-        jobs += [run_suspendable(pg_store.write, refuse), run_suspendable(pg_store.write, duplicate)]
-        jobs += [run_suspendable(pg_store.write, inserter(i)) for i in range(4, 7)]
+        jobs = [run_suspendable(loop_store.write, inserter(i)) for i in range(1, 4)]
+        jobs += [run_suspendable(loop_store.write, refuse), run_suspendable(loop_store.write, duplicate)]
+        jobs += [run_suspendable(loop_store.write, inserter(i)) for i in range(4, 7)]
         return list(await asyncio.gather(*jobs, return_exceptions=True))
 
-    results = on_loop(pg_store, main)
+    results = on_loop(loop_store, main)
     assert results[:3] == [1, 2, 3] and results[5:] == [4, 5, 6]
     assert isinstance(results[3], ValueError)
     assert isinstance(results[4], Exception)  # the duplicate key, after its retries
-    assert stored(pg_store) == {i: "x" for i in range(1, 7)}
+    assert stored(loop_store) == {i: "x" for i in range(1, 7)}
 
 
-def test_writes_handed_over_by_other_threads_land_while_the_loop_runs(pg_store):
+def test_writes_handed_over_by_other_threads_land_while_the_loop_runs(loop_store):
     async def main() -> list[int]:
         def from_thread(i: int) -> int:
-            return pg_store.write(inserter(i))
+            return loop_store.write(inserter(i))
 
         loop = asyncio.get_running_loop()
         return list(await asyncio.gather(*(loop.run_in_executor(None, from_thread, i) for i in range(20))))
 
-    assert on_loop(pg_store, main) == list(range(20))
-    assert stored(pg_store) == {i: "x" for i in range(20)}
+    assert on_loop(loop_store, main) == list(range(20))
+    assert stored(loop_store) == {i: "x" for i in range(20)}
 
 
-def test_detaching_finishes_the_queued_writes_and_later_writes_use_threads(pg_store):
+def test_detaching_finishes_the_queued_writes_and_later_writes_use_threads(loop_store):
     async def main() -> None:
         for i in range(10):
-            asyncio.ensure_future(run_suspendable(pg_store.write, inserter(i)))
+            asyncio.ensure_future(run_suspendable(loop_store.write, inserter(i)))
         await asyncio.sleep(0)  # the use cases have queued their units; detaching must still commit them
 
-    on_loop(pg_store, main)
-    assert stored(pg_store) == {i: "x" for i in range(10)}
-    assert pg_store.write(inserter(99)) == 99  # no loop any more: a writer thread takes it
-    assert len(pg_store.committers) == pg_store.writers
+    on_loop(loop_store, main)
+    assert stored(loop_store) == {i: "x" for i in range(10)}
+    assert loop_store.write(inserter(99)) == 99  # no loop any more: a writer thread takes it
+    assert len(loop_store.committers) == loop_store.writers
 
 
-def test_a_unit_run_by_the_loop_writer_cannot_start_another_write(pg_store):
+def test_a_unit_run_by_the_loop_writer_cannot_start_another_write(loop_store):
     def nested(conn: Any) -> None:
-        pg_store.write(inserter(7))
+        loop_store.write(inserter(7))
 
     async def main() -> BaseException | None:
         try:
-            await run_suspendable(pg_store.write, nested)
+            await run_suspendable(loop_store.write, nested)
         except RuntimeError as exc:
             return exc
         return None
 
-    err = on_loop(pg_store, main)
+    err = on_loop(loop_store, main)
     assert err is not None and "may not start another write" in str(err)
-    assert stored(pg_store) == {}
+    assert stored(loop_store) == {}
 
 
 def test_a_slow_read_suspends_its_use_case_and_the_loop_serves_others_meanwhile(pg_store):
@@ -189,30 +197,30 @@ def test_a_use_case_cancelled_during_a_read_leaves_no_broken_session_behind(pg_s
     assert on_loop(pg_store, main) == [42] * (pg_store._idle_cap + 2)  # every later read got a working session
 
 
-def test_a_request_cancelled_while_its_commit_is_pending_leaves_its_write_and_its_neighbours_answered(pg_store):
+def test_a_request_cancelled_while_its_commit_is_pending_leaves_its_write_and_its_neighbours_answered(loop_store):
     async def main() -> list[Any]:
-        jobs = [asyncio.ensure_future(run_suspendable(pg_store.write, inserter(i), 0)) for i in range(10)]
+        jobs = [asyncio.ensure_future(run_suspendable(loop_store.write, inserter(i), 0)) for i in range(10)]
         await asyncio.sleep(0)  # every use case has queued its unit and waits for the commit
         jobs[3].cancel()
         return list(await asyncio.gather(*jobs, return_exceptions=True))
 
-    results = on_loop(pg_store, main)
+    results = on_loop(loop_store, main)
     assert isinstance(results[3], asyncio.CancelledError)
     assert [r for i, r in enumerate(results) if i != 3] == [i for i in range(10) if i != 3]
-    assert stored(pg_store) == {i: "x" for i in range(10)}  # the cancelled caller's write stands
+    assert stored(loop_store) == {i: "x" for i in range(10)}  # the cancelled caller's write stands
 
 
-def test_a_write_handed_over_by_a_thread_after_the_loop_writer_stopped_is_run_by_a_writer_thread(pg_store):
+def test_a_write_handed_over_by_a_thread_after_the_loop_writer_stopped_is_run_by_a_writer_thread(loop_store):
     async def main() -> Any:
-        stopped = pg_store._loop_committers[0]
-        await pg_store.detach_loop()
+        stopped = loop_store._loop_committers[0]
+        await loop_store.detach_loop()
         # A thread that picked the loop writer before the detach hands its unit over afterwards.
         late = await asyncio.get_running_loop().run_in_executor(None, stopped.submit, inserter(5))
         return await asyncio.wrap_future(late)
 
-    assert on_loop(pg_store, main) == 5
-    assert stored(pg_store) == {5: "x"}
-    assert len(pg_store.committers) == pg_store.writers  # the writer threads took it
+    assert on_loop(loop_store, main) == 5
+    assert stored(loop_store) == {5: "x"}
+    assert len(loop_store.committers) == loop_store.writers  # the writer threads took it
 
 
 def test_an_unreachable_store_answers_503_on_the_loop_and_the_server_still_starts(tmp_path):
@@ -246,3 +254,84 @@ def test_an_unreachable_store_answers_503_on_the_loop_and_the_server_still_start
         assert answer.json()["error"] == 503
     finally:
         rt.close()
+
+
+# --- SQLite: the commit on a thread, the writer turn waited for off the loop --------------------------------
+
+@pytest.fixture
+def sqlite_loop_store(sqlite_url: str) -> Iterator[Store]:
+    with scratch_store(sqlite_url) as s:
+        yield s
+
+
+def slow_commits(store: Store, seconds: float) -> list[str]:
+    """Make every commit of the store's writer take `seconds` (a slow disk); returns the committing threads."""
+    threads: list[str] = []
+
+    @event.listens_for(store.engines.writer, "commit")
+    def slow(_conn: Any) -> None:
+        threads.append(threading.current_thread().name)
+        time.sleep(seconds)
+
+    return threads
+
+
+def test_on_sqlite_the_loop_writer_commits_on_a_thread_while_the_loop_goes_on(sqlite_loop_store):
+    store = sqlite_loop_store
+    committed_on = slow_commits(store, 0.3)
+
+    async def main() -> tuple[int, str, int]:
+        write = asyncio.ensure_future(run_suspendable(store.write, inserter(1)))
+        ticks = 0
+        while not write.done():
+            ticks += 1
+            await asyncio.sleep(0.01)
+        return await write, threading.current_thread().name, ticks
+
+    result, loop_thread, ticks = on_loop(store, main)
+    assert result == 1 and stored(store) == {1: "x"}
+    assert committed_on and loop_thread not in committed_on  # even a batch of one commits off the loop
+    assert ticks >= 10  # the loop kept running through the 0.3 s commit
+
+
+def test_a_loop_writer_stopped_while_its_commit_is_in_flight_answers_with_the_commit_s_outcome(sqlite_loop_store):
+    store = sqlite_loop_store
+    slow_commits(store, 0.3)
+
+    async def main() -> Any:
+        writes = [asyncio.ensure_future(run_suspendable(store.write, inserter(i))) for i in range(3)]
+        await asyncio.sleep(0.1)  # the batch's commit is in flight
+        writer = store._loop_committers[0]
+        writer._task.cancel()  # as a shutdown that stopped waiting would
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        await asyncio.sleep(0)
+        return results, writer._task.cancelled()
+
+    results, writer_cancelled = on_loop(store, main)
+    assert results == [0, 1, 2]  # durable, and their callers were told so
+    assert writer_cancelled
+    assert stored(store) == {0: "x", 1: "x", 2: "x"}
+
+
+def test_a_loop_writer_waiting_for_another_process_s_turn_leaves_the_loop_running(sqlite_loop_store, sqlite_url):
+    store = sqlite_loop_store
+    path = sqlite_path(sqlite_url)
+    assert path is not None
+    other = os.open(path.with_name(path.name + "-writer.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)  # another process holds the writer turn (a separate open file: it conflicts)
+    try:
+        async def main() -> tuple[int, int]:
+            write = asyncio.ensure_future(run_suspendable(store.write, inserter(1)))
+            ticks = 0
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert not write.done()  # it waits for the turn...
+            fcntl.flock(other, fcntl.LOCK_UN)  # ...which the other process now hands on
+            return await write, ticks
+
+        result, ticks = on_loop(store, main)
+    finally:
+        os.close(other)
+    assert result == 1 and ticks == 20
+    assert stored(store) == {1: "x"}

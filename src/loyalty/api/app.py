@@ -72,7 +72,7 @@ def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
     app = LoyaltyApp(title="Loyalty Engine", version=__version__, lifespan=lifespan,
                   description="Altcraft-compatible Loyalty API v1.1")
     auth = Authenticator(rt)
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(rt.store.commit_stats)
     app.direct_routes = register_endpoints(app, rt, auth, metrics)
     register_download(app, rt, auth)
 

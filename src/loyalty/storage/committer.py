@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -50,6 +50,10 @@ class _Unit:
 
 class _Batches:
     """What both writers share: running a batch of units in one transaction, each under its own savepoint."""
+
+    # A batch of one runs through the store's ordinary write path (no savepoint), unless the writer commits
+    # differently from that path (loop_writer.py, SQLite).
+    single_unit_alone = True
 
     def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
                  is_retryable: Callable[[DBAPIError], bool], max_batch: int):
@@ -77,18 +81,25 @@ class _Batches:
     def _run_batch(self, batch: list[_Unit]) -> None:
         self.batches += 1
         self.units += len(batch)
-        if len(batch) == 1:
+        if len(batch) == 1 and self.single_unit_alone:
             self._alone(batch[0])
             return
         batch.sort(key=lambda u: (u.key is None, _order(u.key)))
         try:
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn, conn.begin() as transaction:
                 raw = conn.connection.dbapi_connection
                 assert raw is not None
                 cursor = raw.cursor()
                 for unit in batch:
                     self._in_savepoint(conn, cursor, unit)
                 cursor.close()
+                try:
+                    self._commit(transaction)
+                except BaseException:
+                    # SQLAlchemy counts a failed COMMIT as the end of the transaction and will not roll back,
+                    # but SQLite keeps it open (a deferred foreign key failed, say): end it on the driver.
+                    _roll_back_driver(raw)
+                    raise
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 # The connection died, maybe during COMMIT: whether the batch is durable is unknown, so it is
@@ -107,6 +118,9 @@ class _Batches:
                 self._alone(unit)
             else:
                 _answer(unit.future, unit.result, unit.error)
+
+    def _commit(self, transaction: RootTransaction) -> None:
+        transaction.commit()
 
     def _in_savepoint(self, conn: Connection, cursor: Any, unit: _Unit) -> None:
         _statement(conn, cursor, "SAVEPOINT unit")
@@ -141,6 +155,13 @@ def _statement(conn: Connection, cursor: Any, sql: str) -> None:
         lost = conn.invalidated or conn.dialect.is_disconnect(exc, cursor.connection, cursor)
         raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect,
                                   connection_invalidated=lost) from exc
+
+
+def _roll_back_driver(raw: Any) -> None:
+    try:
+        raw.rollback()
+    except Exception:  # the connection is dead: the pool discards it
+        log.debug("rollback after a failed commit failed", exc_info=True)
 
 
 def _answer(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:

@@ -8,6 +8,7 @@ for the server cooperatively inside use cases running on the event loop (see coo
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
-from loyalty.storage.cooperative import CooperativeConnection
+from loyalty.storage.cooperative import CooperativeConnection, io_suspender
 
 DEFAULT_URL = "sqlite:///./loyalty.db"
 
@@ -103,6 +104,9 @@ def _sqlite_engine(url: str, immediate: bool, size: int) -> Engine:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        # Savepoints (one per unit of a group commit) keep the pages they change in a sub-journal, a temporary
+        # file by default: measured, those writes were half of all the writes an accrual made.
+        cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
@@ -142,8 +146,25 @@ class _WriterTurn:
             return  # a second transaction on the same checkout: the turn is still ours
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process writes: wait for its turn to end
+            self._wait_for_turn(self._fd)
         self._holder = dbapi_conn
+
+    def _wait_for_turn(self, fd: int) -> None:
+        """Block, or on the event loop (a batch of the loop's writer) wait on a thread while the loop goes on."""
+        suspend = io_suspender.get()
+        if suspend is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        taken = asyncio.get_running_loop().run_in_executor(None, fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            suspend(asyncio.shield(taken))
+        except BaseException:
+            # Interrupted (the writer is stopping): the lock may still be granted to the thread; hand it on then.
+            taken.add_done_callback(lambda done: done.cancelled() or done.exception() or fcntl.flock(fd, fcntl.LOCK_UN))
+            raise
 
     def give_back(self, _dbapi_conn: object, _record: object) -> None:
         # The writer pool holds one connection, so any check-in is the holder's; an invalidated one comes back

@@ -9,8 +9,10 @@ next batch, as with the thread. Threads that are not the loop (jobs, endpoints r
 their units over with `call_soon_threadsafe` and block on the future as before. Units that arrive once the
 writer has stopped (shutdown) go to a writer thread (`after_stop`), so no write is refused or lost.
 
-SQLite keeps its writer thread: its commit is an fsync that would stop the loop, and that a thread can wait
-for while the loop goes on.
+SQLite runs its batches on the loop too: its statements never wait for a server, so the thread only cost
+hand-offs (each statement gives up the GIL and must win it back from the loop). Only the COMMIT, an fsync that
+would stop the loop, runs on a thread of its own (`commit_in_thread`) while the batch's greenlet is suspended;
+the loop parses the next requests meanwhile, and they form the next batch.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import greenlet
-from sqlalchemy import Engine
+from sqlalchemy import Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError
 
 from loyalty.storage.committer import Work, _answer, _Batches, _Unit
-from loyalty.storage.cooperative import run_suspendable
+from loyalty.storage.cooperative import run_suspendable, wait
 
 log = logging.getLogger("loyalty.storage")
 CLOSE_WAIT_SEC = 30.0  # as long as a writer thread's stop() waits
@@ -40,9 +42,12 @@ class LoopCommitter(_Batches):
     def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
                  is_retryable: Callable[[DBAPIError], bool], loop: asyncio.AbstractEventLoop,
                  after_stop: Callable[[Work, Hashable | None], Future[Any]], before_batch: Callable[[], None],
-                 max_batch: int = 128, name: str = "loyalty-writer"):
+                 max_batch: int = 128, name: str = "loyalty-writer", commit_in_thread: bool = False):
         super().__init__(engine, run_alone, is_retryable, max_batch)
         self.loop = loop
+        self._commits = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-commit") if commit_in_thread else None
+        self.single_unit_alone = not commit_in_thread  # a lone unit's commit must not stop the loop either
+        self._interrupted: BaseException | None = None  # a stop that came while a commit was in flight
         self.after_stop = after_stop  # who takes the units that arrive once this writer is stopped
         # Run on the loop before each batch, without suspending: opens the store's first connection if the
         # store was away at start-up (SQLAlchemy sets it up under a lock no suspended code may hold).
@@ -109,6 +114,22 @@ class LoopCommitter(_Batches):
                 _answer(unit.future, error=exc)
         finally:
             self._running = None
+        interrupted, self._interrupted = self._interrupted, None
+        if interrupted is not None:
+            raise interrupted
+
+    def _commit(self, transaction: RootTransaction) -> None:
+        if self._commits is None:
+            transaction.commit()
+            return
+        done = self._commits.submit(transaction.commit)
+        try:
+            wait(done)
+        except BaseException as exc:
+            # Stopped while the commit is in flight: its outcome, not the interruption, is what the batch's
+            # callers hear (a failed commit raises here as usual); the interruption is raised after they have.
+            self._interrupted = exc
+            done.result()
 
     async def close(self) -> None:
         """Finish what is queued, then stop (on the loop, at shutdown); later units go to `after_stop`."""
@@ -124,3 +145,5 @@ class LoopCommitter(_Batches):
             await self._task
         except asyncio.CancelledError:
             pass
+        if self._commits is not None:
+            self._commits.shutdown(wait=False)

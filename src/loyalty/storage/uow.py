@@ -8,7 +8,7 @@ writes in one transaction (see committer.py); `key` names the member whose rows 
 
 PostgreSQL gets several writers, each with its own connection: a writer spends most of its time waiting for
 the server's answers, one statement at a time, so one writer leaves both the server and this process idle.
-Under `serve` the event loop drives them (loop_writer.py); elsewhere they are threads.
+Under `serve` the event loop drives the writers of both stores (loop_writer.py); elsewhere they are threads.
 A unit goes to the writer its key hashes to, so units on one member always share a writer and never wait on
 each other's row locks across writers; units without a key (catalogue, tokens, jobs, the sweeper's set-based
 expiry) go to the first, and a lock wait between writers is at worst a deadlock PostgreSQL breaks and the
@@ -88,8 +88,9 @@ class Store:
         self.writers = 1 if engines.dialect == "sqlite" else min(writers or DEFAULT_PG_WRITERS,
                                                                   max(1, pool_size // 4))
         self._committers: list[GroupCommitter] = []
-        self._loop_committers: list[LoopCommitter] = []  # while a server's event loop runs them (PostgreSQL)
+        self._loop_committers: list[LoopCommitter] = []  # while a server's event loop runs them
         self._committer_lock = threading.Lock()
+        self._retired_stats = (0, 0)  # what detached loop writers ran, still counted in commit_stats
         # Open reader Connections between reads: checking one out of the pool and wrapping it costs more than
         # the keyed lookups a request makes with it. list.append/pop are atomic, so threads share the list.
         self._idle_readers: list[Connection] = []
@@ -119,6 +120,12 @@ class Store:
     def committers(self) -> list[GroupCommitter]:
         return list(self._committers)
 
+    def commit_stats(self) -> tuple[int, int]:
+        """Batches and units the writers have run so far (thread and event-loop writers alike)."""
+        writers = [*self._committers, *self._loop_committers]
+        batches, units = self._retired_stats
+        return batches + sum(w.batches for w in writers), units + sum(w.units for w in writers)
+
     def write(self, work: Callable[[Connection], T], key: Hashable | None = None) -> T:
         if not self.group_commit:
             return self.write_alone(work)
@@ -133,15 +140,17 @@ class Store:
         return _pick(self._committers or self._start_writers(), key).submit(work, key)
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Let `loop` run the group commits from now on (PostgreSQL; called on the loop's thread at start-up)."""
-        if self.group_commit and self.dialect == "postgresql" and not self._loop_committers:
+        """Let `loop` run the group commits from now on (called on the loop's thread at start-up); on SQLite
+        each commit runs on a thread of its own writer, off the loop."""
+        if self.group_commit and not self._loop_committers:
             try:
                 self._first_connect()
             except Unavailable:  # the server starts all the same; requests answer 503 until the store is back
                 log.warning("the store is unreachable at start-up")
             self._loop_committers = [
                 LoopCommitter(self.engines.writer, self.write_alone, _is_retryable, loop, self._submit_to_thread,
-                              self._first_connect, max_batch=self.group_commit, name=f"loyalty-writer-{i}")
+                              self._first_connect, max_batch=self.group_commit, name=f"loyalty-writer-{i}",
+                              commit_in_thread=self.dialect == "sqlite")
                 for i in range(self.writers)]
 
     async def detach_loop(self) -> None:
@@ -149,6 +158,8 @@ class Store:
         committers, self._loop_committers = self._loop_committers, []
         for committer in committers:
             await committer.close()
+        batches, units = self._retired_stats
+        self._retired_stats = (batches + sum(c.batches for c in committers), units + sum(c.units for c in committers))
 
     def _start_writers(self) -> list[GroupCommitter]:
         with self._committer_lock:
