@@ -31,3 +31,19 @@ def test_a_retry_of_a_promotion_use_after_the_promotion_ended_returns_the_first_
     assert api.call("loyalty/accrue_points", **request).data == first.data
     other = api.call("loyalty/accrue_points", **{**request, "transaction_eid": "review-2"})
     assert (other.status, other.code) == (409, "promotion_inactive")
+
+
+def test_a_retry_after_the_member_left_the_program_returns_the_first_result(api, rt):
+    """The first attempt stands; a retry is not a new movement, so the membership it needed is not asked again.
+    A new transaction_eid is refused as usual."""
+    api.member("leaver@example.com")
+    request = dict(loyalty_program_id=123, matching="email", email="leaver@example.com", amount="5",
+                   transaction_eid="leave-1")
+    first = api.call("loyalty/accrue_points", **request)
+    assert first.status == 200, first.body
+    left = api.call("loyalty/delete_member", loyalty_program_id=123, matching="email", email="leaver@example.com")
+    assert left.status == 200, left.body
+    assert api.call("loyalty/accrue_points", **request).data == first.data
+    other = api.call("loyalty/accrue_points", **{**request, "transaction_eid": "leave-2"})
+    assert other.status == 404 and other.code == "not_a_member", other.body
+    assert not verify_all(rt).problems

@@ -23,6 +23,7 @@ from loyalty.domain.errors import (
     Forbidden,
     InsufficientPoints,
     InvalidParameter,
+    LoyaltyError,
     MissingParameter,
     TransactionNotFound,
 )
@@ -105,42 +106,32 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
         timeout = cmd.temp_timeout_sec if cmd.temp_timeout_sec is not None else rt.settings.default_temp_timeout_sec
     external = dumps_canonical(cmd.external_data) if cmd.external_data is not None else None
     payload_hash = _payload_hash(kind, target, requested, cmd, timeout, activation, expiration, external)
-    if cmd.transaction_eid:
-        # A retry gets the first result even when the checks below (dates, promotion dates) would now fail.
-        eid = cmd.transaction_eid
-        first = rt.store.read(lambda conn: ledger_repo.txn_by_eid(conn, target.program.id, eid))
-        if first is not None:
-            return (lambda conn: _replay(first, payload_hash, currency)), (target.program.id, target.profile_id)
-
-    if kind == "redemption" and not currency.spendable:
-        raise InvalidParameter("points_currency", f"{currency.eid} is a qualification currency and cannot be spent")
-    promo: Promotion | None = None
-    if cmd.promotion_id:
-        ref = cmd.promotion_id
-        promo = rt.store.read(lambda conn: promotions.resolve(conn, target.program.id, ref))
-        promo.check_running(now)
-        side = "accrual" if kind == "accrual" else "redeem"
-        rule = promo.rule(side, currency.iid)
-        if rule is None:
-            raise InvalidParameter("promotion_id", f"promotion {promo.id} has no {side} rule for {currency.eid}")
-        amount = amount_under_rule(rule, requested, currency.precision)
-    elif requested is None:
-        raise MissingParameter("amount")
-    else:
-        amount = requested
-    if expiration is not None and expiration <= max(activation or now, now):
-        raise InvalidParameter("expiration_date", "must be after the activation date and in the future")
-    if timeout is not None and not 1 <= timeout <= MAX_TEMP_TIMEOUT:
-        raise InvalidParameter("temp_timeout_sec", f"must be between 1 and {MAX_TEMP_TIMEOUT}")
+    key = (target.program.id, target.profile_id)
+    try:
+        amount, promo = _checked_amount(rt, cmd, kind, target, requested, now)
+        if expiration is not None and expiration <= max(activation or now, now):
+            raise InvalidParameter("expiration_date", "must be after the activation date and in the future")
+        if timeout is not None and not 1 <= timeout <= MAX_TEMP_TIMEOUT:
+            raise InvalidParameter("temp_timeout_sec", f"must be between 1 and {MAX_TEMP_TIMEOUT}")
+    except LoyaltyError:
+        # A retry gets the first result even when these checks (dates, promotion dates) would now fail. When
+        # they pass, the write itself finds the first attempt under the account lock, so the common case reads
+        # nothing more here.
+        if cmd.transaction_eid:
+            eid = cmd.transaction_eid
+            first = rt.store.read(lambda conn: ledger_repo.txn_by_eid(conn, target.program.id, eid))
+            if first is not None:
+                return (lambda conn: _replay(first, payload_hash, currency)), key
+        raise
 
     def work(conn: Connection) -> TxnResult:
         book = Book.open(conn, target.program.id, target.profile_id, currency, rt.clock.now())
-        # Checked under the account lock, so a concurrent delete_member cannot slip in between.
-        active_member(conn, target.program.id, target.profile_id)
         if cmd.transaction_eid:
             first = ledger_repo.txn_by_eid(conn, target.program.id, cmd.transaction_eid)
-            if first is not None:
+            if first is not None:  # a retry: the first result, even if the member has left since
                 return _replay(first, payload_hash, currency)
+        # Checked under the account lock, so a concurrent delete_member cannot slip in between.
+        active_member(conn, target.program.id, target.profile_id)
         book.settle()
         if promo is not None:
             promotions.check_limits(conn, promo, target.program.id, target.profile_id, book.now)
@@ -165,7 +156,27 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
         book.finish()
         return TxnResult(txn.id, format_amount(book.a.active, currency.precision))
 
-    return work, (target.program.id, target.profile_id)
+    return work, key
+
+
+def _checked_amount(rt: Runtime, cmd: MoveCmd, kind: str, target: Target, requested: int | None,
+                    now: datetime) -> tuple[int, Promotion | None]:
+    """The amount to move (the promotion's rule applied), once the currency and promotion allow the move."""
+    currency = target.currency
+    if kind == "redemption" and not currency.spendable:
+        raise InvalidParameter("points_currency", f"{currency.eid} is a qualification currency and cannot be spent")
+    if not cmd.promotion_id:
+        if requested is None:
+            raise MissingParameter("amount")
+        return requested, None
+    ref = cmd.promotion_id
+    promo = rt.store.read(lambda conn: promotions.resolve(conn, target.program.id, ref))
+    promo.check_running(now)
+    side = "accrual" if kind == "accrual" else "redeem"
+    rule = promo.rule(side, currency.iid)
+    if rule is None:
+        raise InvalidParameter("promotion_id", f"promotion {promo.id} has no {side} rule for {currency.eid}")
+    return amount_under_rule(rule, requested, currency.precision), promo
 
 
 def _apply_accrual(book: Book, txn: Txn) -> None:

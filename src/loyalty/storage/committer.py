@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from loyalty.domain.errors import Unavailable
+from loyalty.storage.pipelined import defers
 
 log = logging.getLogger("loyalty.storage")
 
@@ -123,19 +124,35 @@ class _Batches:
         transaction.commit()
 
     def _in_savepoint(self, conn: Connection, cursor: Any, unit: _Unit) -> None:
-        _statement(conn, cursor, "SAVEPOINT unit")
+        raw = conn.connection.dbapi_connection
+        deferring = defers(raw)  # PostgreSQL: the unit's writes go in few round trips (pipelined.py)
+        mark, sent = (raw.queued(), raw.flushes) if deferring else (0, 0)
+        _statement(conn, cursor, "SAVEPOINT unit", deferring)
         try:
             unit.result = unit.work(conn)
+            if deferring:  # send the unit's deferred writes now, so a failure among them is this unit's
+                _statement(conn, cursor, None)
         except DBAPIError as exc:
-            _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
+            self._roll_back_unit(conn, cursor, raw, deferring, mark, sent)
             if self.is_retryable(exc):
                 unit.rerun = True
             else:
                 unit.error = exc
         except Exception as exc:  # a refusal (insufficient points, ...) or a bug: this unit only
-            _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
+            self._roll_back_unit(conn, cursor, raw, deferring, mark, sent)
             unit.error = exc
-        _statement(conn, cursor, "RELEASE SAVEPOINT unit")
+        else:
+            _statement(conn, cursor, "RELEASE SAVEPOINT unit", deferring)
+
+    @staticmethod
+    def _roll_back_unit(conn: Connection, cursor: Any, raw: Any, deferring: bool, mark: int, sent: int) -> None:
+        if deferring and raw.flushes == sent:
+            raw.drop_queued(keep=mark)  # nothing of the unit reached the store, its SAVEPOINT included
+            return
+        if deferring:
+            raw.drop_queued()  # what is queued is the unit's, issued after its last round trip
+        _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
+        _statement(conn, cursor, "RELEASE SAVEPOINT unit", deferring)
 
     def _alone(self, unit: _Unit) -> None:
         try:
@@ -146,11 +163,17 @@ class _Batches:
             _answer(unit.future, result)
 
 
-def _statement(conn: Connection, cursor: Any, sql: str) -> None:
-    """Run a savepoint statement on the driver's cursor; its failure raised as SQLAlchemy's error type, marked
-    when the connection is dead (the transaction's rollback then discards it from the pool)."""
+def _statement(conn: Connection, cursor: Any, sql: str | None, defer: bool = False) -> None:
+    """Run a savepoint statement on the driver's cursor (`defer`: queue it, pipelined.py; None: send what is
+    queued); its failure raised as SQLAlchemy's error type, marked when the connection is dead (the
+    transaction's rollback then discards it from the pool)."""
     try:
-        cursor.execute(sql)
+        if defer:
+            cursor.connection.defer(sql)
+        elif sql is None:
+            cursor.connection.flush()
+        else:
+            cursor.execute(sql)
     except conn.dialect.loaded_dbapi.Error as exc:
         lost = conn.invalidated or conn.dialect.is_disconnect(exc, cursor.connection, cursor)
         raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect,

@@ -19,7 +19,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
-from loyalty.storage.cooperative import CooperativeConnection, io_suspender
+from loyalty.storage.cooperative import io_suspender
+from loyalty.storage.pipelined import PgConnection
 
 DEFAULT_URL = "sqlite:///./loyalty.db"
 
@@ -76,13 +77,22 @@ def make_engines(url: str | None, pool_size: int = 20) -> Engines:
         engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800,
                                connect_args=timeout)
         event.listen(engine, "do_connect", _cooperative_connect)
+        event.listen(engine, "before_cursor_execute", _send_deferred_first)
         return Engines(url, "postgresql", engine, engine.execution_options(isolation_level="AUTOCOMMIT"),
                        engine.execution_options(isolation_level="REPEATABLE READ"))
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 
-def _cooperative_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> CooperativeConnection:
-    return CooperativeConnection.connect(*cargs, **cparams)
+def _cooperative_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> PgConnection:
+    return PgConnection.connect(*cargs, **cparams)
+
+
+def _send_deferred_first(conn: Any, _cursor: Any, _statement: Any, _parameters: Any, _context: Any,
+                         _executemany: bool) -> None:
+    """A statement issued through SQLAlchemy goes after the writes deferred before it (pipelined.py)."""
+    raw = conn.connection.dbapi_connection
+    if raw.queued():
+        raw.flush()
 
 
 def _sqlite_engine(url: str, immediate: bool, size: int) -> Engine:

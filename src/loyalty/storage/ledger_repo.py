@@ -95,7 +95,7 @@ def lock_account(conn: Connection, program_id: int, profile_id: str, currency_ii
 
 
 def save_account(conn: Connection, a: Account) -> None:
-    _SAVE_ACCOUNT.run(conn, {
+    _SAVE_ACCOUNT.send(conn, {
         "k_program": a.program_id, "k_profile": a.profile_id, "k_currency": a.currency_iid, "v_active": a.active,
         "v_pending": a.pending, "v_held": a.held, "v_temp": a.temp_accrued, "v_debt": a.debt,
         "v_next": a.next_event_at, "v_count": a.txn_count, "v_earned": a.earned, "v_version": a.version + 1,
@@ -118,7 +118,7 @@ def _txn(row: Any) -> Txn:
 
 
 def insert_txn(conn: Connection, t: Txn) -> None:
-    _INSERT_TXN.run(conn, t.__dict__)
+    _INSERT_TXN.send(conn, t.__dict__)
 
 
 def update_txn(conn: Connection, txn_id: str, **values: Any) -> None:
@@ -196,12 +196,12 @@ def _lots_of(a: Account) -> Any:
 
 
 def insert_lot(conn: Connection, a: Account, lot: Lot) -> None:
-    _INSERT_LOT.run(conn, {"program_id": a.program_id, "profile_id": a.profile_id, "currency_iid": a.currency_iid,
+    _INSERT_LOT.send(conn, {"program_id": a.program_id, "profile_id": a.profile_id, "currency_iid": a.currency_iid,
                            **lot.__dict__})
 
 
 def save_lot(conn: Connection, lot: Lot) -> None:
-    _SAVE_LOT.run(conn, {"k_id": lot.id, "v_remaining": lot.remaining, "v_held": lot.held,
+    _SAVE_LOT.send(conn, {"k_id": lot.id, "v_remaining": lot.remaining, "v_held": lot.held,
                          "v_expired": lot.expired, "v_active": lot.is_active, "v_cancelled": lot.cancelled})
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.sqltypes import NullType
 
+from loyalty.storage.pipelined import defers
 from loyalty.storage.types import UtcMicros, from_micros, to_micros
 
 _cursor_names = itertools.count(1)
@@ -99,7 +100,12 @@ class Prepared:
         cursor = raw.cursor(name=f"stream_{next(_cursor_names)}") if server_side else raw.cursor()
         bound = compiled.bind(params)
         try:
-            cursor.execute(compiled.sql, bound)
+            if defers(raw) and not server_side:
+                raw.flush(cursor, compiled.sql, bound)  # with the writes queued before it: one round trip
+            else:
+                if defers(raw):
+                    raw.flush()
+                cursor.execute(compiled.sql, bound)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(exc, compiled.sql, bound, conn) from exc
         return cursor, compiled
@@ -110,6 +116,11 @@ class Prepared:
         count = int(cursor.rowcount)
         cursor.close()
         return count
+
+    def send(self, conn: Connection, params: Mapping[str, Any]) -> None:
+        """Execute a write whose outcome the caller does not read: on PostgreSQL it waits to go with the next
+        statement that needs an answer (pipelined.py), and a failure is raised there."""
+        self._send(conn, [params])
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         cursor, compiled = self._cursor(conn, params)
@@ -135,19 +146,29 @@ class Prepared:
             cursor.close()
 
     def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Execute once per parameter set (inserts of several rows)."""
-        if not rows:
-            return
+        """Execute once per parameter set (inserts of several rows); deferred as `send` is."""
+        if rows:
+            self._send(conn, rows)
+
+    def _send(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         compiled = self._compiled(conn)
         raw = conn.connection.dbapi_connection
         assert raw is not None
-        cursor = raw.cursor()
         bound = [compiled.bind(r) for r in rows]
+        if defers(raw):
+            for values in bound:
+                raw.defer(compiled.sql, values)
+            return
+        cursor = raw.cursor()
         try:
-            cursor.executemany(compiled.sql, bound)
+            if len(bound) == 1:
+                cursor.execute(compiled.sql, bound[0])
+            else:
+                cursor.executemany(compiled.sql, bound)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(exc, compiled.sql, bound, conn) from exc
-        cursor.close()
+        finally:
+            cursor.close()
 
 
 def _wrapped(exc: Exception, sql: str, params: Any, conn: Connection) -> Exception:

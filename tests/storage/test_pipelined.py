@@ -1,0 +1,125 @@
+"""PostgreSQL writes deferred to the next round trip (storage/pipelined.py): they reach the store in the order
+they were issued and in one round trip with the next read, a failure among them fails only the unit that issued
+them, a unit refused before its first round trip leaves nothing behind, and a rollback forgets them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from loyalty.storage.prepared import Prepared
+from loyalty.storage.uow import Store
+from tests.storage.test_committer import (
+    committer_of,
+    error_of,
+    inserter,
+    scratch,
+    scratch_store,
+    stored,
+    writer_held,
+)
+
+INSERT = Prepared(insert(scratch), ["id", "tag"])
+READ = Prepared(select(scratch.c.tag).where(scratch.c.id == bindparam("k_id")))
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Store]:
+    with scratch_store(pg_url) as s:
+        yield s
+
+
+def raw_of(conn: Any) -> Any:
+    return conn.connection.dbapi_connection
+
+
+def test_deferred_writes_go_with_the_next_read_in_one_round_trip_and_the_read_sees_them(pg_store):
+    def work(conn: Any) -> tuple[Any, int, int]:
+        raw = raw_of(conn)
+        before = raw.flushes
+        for i in range(3):
+            INSERT.send(conn, {"id": i, "tag": f"t{i}"})
+        queued = raw.queued()
+        tag = READ.first(conn, {"k_id": 2})
+        return tag, queued, raw.flushes - before
+
+    tag, queued, round_trips = pg_store.write_alone(work)
+    assert (tag, queued, round_trips) == (("t2",), 3, 1)
+    assert stored(pg_store) == {0: "t0", 1: "t1", 2: "t2"}
+
+
+def test_a_statement_through_sqlalchemy_comes_after_the_writes_deferred_before_it(pg_store):
+    def work(conn: Any) -> list[int]:
+        INSERT.send(conn, {"id": 7, "tag": "deferred"})
+        return [row.id for row in conn.execute(select(scratch.c.id))]
+
+    assert pg_store.write_alone(work) == [7]
+
+
+def test_a_rolled_back_transaction_forgets_its_deferred_writes(pg_store):
+    def refused(conn: Any) -> None:
+        INSERT.send(conn, {"id": 1, "tag": "never"})
+        raise ValueError("refused after a deferred write")
+
+    with pytest.raises(ValueError):
+        pg_store.write_alone(refused)
+    assert pg_store.write_alone(lambda conn: raw_of(conn).queued()) == 0  # the pooled connection kept nothing
+    assert stored(pg_store) == {}
+
+
+def test_a_failing_deferred_write_fails_only_its_unit_in_a_batch(pg_store):
+    committer = committer_of(pg_store)
+
+    def clash(conn: Any) -> None:
+        INSERT.send(conn, {"id": 1, "tag": "clash"})  # unit one's key: fails when the unit's writes are sent
+
+    def deferred(row_id: int) -> Any:
+        return lambda conn: INSERT.send(conn, {"id": row_id, "tag": "ok"}) or row_id
+
+    with writer_held(committer):
+        first = committer.submit(inserter(1))
+        bad = committer.submit(clash)
+        after = committer.submit(deferred(2))
+    assert first.result() == 1 and after.result() == 2
+    assert isinstance(error_of(bad), IntegrityError)
+    assert stored(pg_store) == {1: "x", 2: "ok"}
+
+
+def test_a_unit_refused_before_its_first_round_trip_leaves_its_neighbours_whole(pg_store):
+    committer = committer_of(pg_store)
+
+    def refused(conn: Any) -> None:
+        INSERT.send(conn, {"id": 5, "tag": "refused"})  # queued with the unit's SAVEPOINT, never sent
+        raise ValueError("refused")
+
+    def deferred(row_id: int) -> Any:
+        return lambda conn: INSERT.send(conn, {"id": row_id, "tag": "ok"}) or row_id
+
+    with writer_held(committer):
+        before = committer.submit(deferred(4))
+        bad = committer.submit(refused)
+        after = committer.submit(deferred(6))
+    assert before.result() == 4 and after.result() == 6
+    assert isinstance(error_of(bad), ValueError)
+    assert stored(pg_store) == {4: "ok", 6: "ok"}
+
+
+def test_a_unit_refused_after_a_round_trip_is_rolled_back_to_its_savepoint(pg_store):
+    committer = committer_of(pg_store)
+
+    def refused(conn: Any) -> None:
+        INSERT.send(conn, {"id": 5, "tag": "sent"})
+        READ.first(conn, {"k_id": 5})  # a round trip: the unit's first write reached the store
+        INSERT.send(conn, {"id": 8, "tag": "queued"})
+        raise ValueError("refused")
+
+    with writer_held(committer):
+        bad = committer.submit(refused)
+        after = committer.submit(inserter(9))
+    assert after.result() == 9
+    assert isinstance(error_of(bad), ValueError)
+    assert stored(pg_store) == {9: "x"}
