@@ -37,6 +37,11 @@ def raw_of(conn: Any) -> Any:
     return conn.connection.dbapi_connection
 
 
+def deferred(row_id: int) -> Any:
+    """A unit whose only write is deferred."""
+    return lambda conn: INSERT.send(conn, {"id": row_id, "tag": "ok"}) or row_id
+
+
 def test_deferred_writes_go_with_the_next_read_in_one_round_trip_and_the_read_sees_them(pg_store):
     def work(conn: Any) -> tuple[Any, int, int]:
         raw = raw_of(conn)
@@ -77,9 +82,6 @@ def test_a_failing_deferred_write_fails_only_its_unit_in_a_batch(pg_store):
     def clash(conn: Any) -> None:
         INSERT.send(conn, {"id": 1, "tag": "clash"})  # unit one's key: fails when the unit's writes are sent
 
-    def deferred(row_id: int) -> Any:
-        return lambda conn: INSERT.send(conn, {"id": row_id, "tag": "ok"}) or row_id
-
     with writer_held(committer):
         first = committer.submit(inserter(1))
         bad = committer.submit(clash)
@@ -95,9 +97,6 @@ def test_a_unit_refused_before_its_first_round_trip_leaves_its_neighbours_whole(
     def refused(conn: Any) -> None:
         INSERT.send(conn, {"id": 5, "tag": "refused"})  # queued with the unit's SAVEPOINT, never sent
         raise ValueError("refused")
-
-    def deferred(row_id: int) -> Any:
-        return lambda conn: INSERT.send(conn, {"id": row_id, "tag": "ok"}) or row_id
 
     with writer_held(committer):
         before = committer.submit(deferred(4))
