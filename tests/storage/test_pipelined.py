@@ -122,3 +122,17 @@ def test_a_unit_refused_after_a_round_trip_is_rolled_back_to_its_savepoint(pg_st
     assert after.result() == 9
     assert isinstance(error_of(bad), ValueError)
     assert stored(pg_store) == {9: "x"}
+
+
+def test_independent_reads_go_together_with_the_deferred_writes_in_one_round_trip(pg_store):
+    def work(conn: Any) -> tuple[list[Any], int]:
+        raw = raw_of(conn)
+        INSERT.send(conn, {"id": 1, "tag": "one"})
+        INSERT.send(conn, {"id": 2, "tag": "two"})
+        before = raw.flushes
+        rows = Prepared.first_of_each(conn, (READ, {"k_id": 2}), (READ, {"k_id": 3}), (READ, {"k_id": 1}))
+        return rows, raw.flushes - before
+
+    rows, round_trips = pg_store.write_alone(work)
+    assert rows == [("two",), None, ("one",)]  # in order, each seeing the writes deferred before it
+    assert round_trips == 1

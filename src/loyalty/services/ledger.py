@@ -43,6 +43,7 @@ from loyalty.services.lookup import (
     database_for_program,
     find_profile_id,
     program_for,
+    require_active,
 )
 from loyalty.services.runtime import Runtime
 from loyalty.services.tokens import Principal
@@ -125,13 +126,13 @@ def _prepare_move(rt: Runtime, principal: Principal, cmd: MoveCmd, kind: str) ->
         raise
 
     def work(conn: Connection) -> TxnResult:
-        book = Book.open(conn, target.program.id, target.profile_id, currency, rt.clock.now())
-        if cmd.transaction_eid:
-            first = ledger_repo.txn_by_eid(conn, target.program.id, cmd.transaction_eid)
-            if first is not None:  # a retry: the first result, even if the member has left since
-                return _replay(first, payload_hash, currency)
-        # Checked under the account lock, so a concurrent delete_member cannot slip in between.
-        active_member(conn, target.program.id, target.profile_id)
+        account, first, member = ledger_repo.lock_for_move(conn, target.program.id, target.profile_id,
+                                                           currency.iid, cmd.transaction_eid)
+        if first is not None:  # a retry: the first result, even if the member has left since
+            return _replay(first, payload_hash, currency)
+        # Read under the account lock, so a concurrent delete_member cannot slip in between.
+        require_active(member, target.program.id, target.profile_id)
+        book = Book(conn, account, currency, rt.clock.now())
         book.settle()
         if promo is not None:
             promotions.check_limits(conn, promo, target.program.id, target.profile_id, book.now)

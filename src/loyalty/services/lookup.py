@@ -146,7 +146,10 @@ def matching_ids(conn: Connection, database: Database, query: MatchQuery) -> lis
 
 
 def active_member(conn: Connection, program_id: int, profile_id: str) -> Member:
-    member = members_repo.get(conn, program_id, profile_id)
+    return require_active(members_repo.get(conn, program_id, profile_id), program_id, profile_id)
+
+
+def require_active(member: Member | None, program_id: int, profile_id: str) -> Member:
     if member is None or member.status != "active":
         raise NotAMember(f"Profile {profile_id} is not a member of program {program_id}")
     return member

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, and_, bindparam, func, insert, or_, select, update
 
-from loyalty.domain.model import Account, Lot, Txn
+from loyalty.domain.model import Account, Lot, Member, Txn
+from loyalty.storage.members_repo import GET_MEMBER
 from loyalty.storage.prepared import Prepared
 from loyalty.storage.tables import accounts, consumptions, lots, postings, transactions
 from loyalty.storage.types import UtcMicros
@@ -92,6 +93,25 @@ def lock_account(conn: Connection, program_id: int, profile_id: str, currency_ii
     # A concurrent creator makes this insert fail; the unit of work retries and the SELECT then finds the row.
     _NEW_ACCOUNT.run(conn, {"program_id": program_id, "profile_id": profile_id, "currency_iid": currency_iid})
     return Account(program_id, profile_id, currency_iid)
+
+
+def lock_for_move(conn: Connection, program_id: int, profile_id: str, currency_iid: int,
+                  eid: str | None) -> tuple[Account, Txn | None, Member | None]:
+    """What a movement needs under the member's lock, in one round trip on PostgreSQL: the account locked
+    (created on first use), the transaction already recorded under `eid` (a retry), and the membership. The
+    lock comes first, so the other two are read under it."""
+    key = _key(program_id, profile_id, currency_iid)
+    reads = [(_LOCK_ACCOUNT if conn.dialect.name == "postgresql" else _READ_ACCOUNT, key),
+             (GET_MEMBER, {"k_program": program_id, "k_profile": profile_id})]
+    if eid is not None:
+        reads.append((_TXN_BY_EID, {"k_program": program_id, "k_eid": eid}))
+    account_row, member_row, *first = Prepared.first_of_each(conn, *reads)
+    if account_row is not None:
+        account = Account(*account_row)
+    else:
+        account = lock_account(conn, program_id, profile_id, currency_iid)  # creates it
+    first_row = first[0] if first else None
+    return (account, Txn(*first_row) if first_row else None, Member(*member_row) if member_row else None)
 
 
 def save_account(conn: Connection, a: Account) -> None:

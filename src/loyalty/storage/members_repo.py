@@ -13,12 +13,12 @@ from loyalty.storage.tables import members
 _SELECT = select(members.c.program_id, members.c.profile_id, members.c.status, members.c.registered_at,
                  members.c.first_registered_at).where(members.c.program_id == bindparam("k_program"),
                                                       members.c.profile_id == bindparam("k_profile"))
-_GET = Prepared(_SELECT)
+GET_MEMBER = Prepared(_SELECT)  # parameters k_program, k_profile; other repositories read it with their own
 _LOCK = Prepared(_SELECT.with_for_update())
 
 
 def get(conn: Connection, program_id: int, profile_id: str, lock: bool = False) -> Member | None:
-    stmt = _LOCK if lock and conn.dialect.name == "postgresql" else _GET
+    stmt = _LOCK if lock and conn.dialect.name == "postgresql" else GET_MEMBER
     row = stmt.first(conn, {"k_program": program_id, "k_profile": profile_id})
     return Member(*row) if row is not None else None
 

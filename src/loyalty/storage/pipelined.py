@@ -47,12 +47,12 @@ class PgConnection(CooperativeConnection):
         if hasattr(self, "_queued"):
             del self._queued[keep:]
 
-    def flush(self, cursor: Cursor[Any] | None = None, sql: str | None = None, params: Any = None) -> None:
-        """Send what is queued, and `sql` on `cursor` after it, in one round trip; the first failure raises
-        (psycopg's error). The statement's rows, if any, are then ready on `cursor`."""
+    def flush(self, *reads: tuple[Cursor[Any], str, Any]) -> None:
+        """Send what is queued, and each read (cursor, SQL, parameters) after it, in one round trip; the first
+        failure raises (psycopg's error). Each read's rows are then ready on its cursor."""
         queued = getattr(self, "_queued", None)
-        if not queued:
-            if cursor is not None and sql is not None:
+        if not queued and len(reads) <= 1:
+            for cursor, sql, params in reads:
                 cursor.execute(sql, params)
             return
         self._queued = []
@@ -60,9 +60,9 @@ class PgConnection(CooperativeConnection):
         writes = self.cursor()
         try:
             with self.pipeline():  # leaving the block sends a Sync and collects every result
-                for statement, values in queued:
+                for statement, values in queued or ():
                     writes.execute(statement, values)
-                if cursor is not None and sql is not None:
+                for cursor, sql, params in reads:
                     cursor.execute(sql, params)
         finally:
             writes.close()

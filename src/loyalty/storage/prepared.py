@@ -101,7 +101,7 @@ class Prepared:
         bound = compiled.bind(params)
         try:
             if defers(raw) and not server_side:
-                raw.flush(cursor, compiled.sql, bound)  # with the writes queued before it: one round trip
+                raw.flush((cursor, compiled.sql, bound))  # with the writes queued before it: one round trip
             else:
                 if defers(raw):
                     raw.flush()
@@ -127,6 +127,26 @@ class Prepared:
         row = cursor.fetchone()
         cursor.close()
         return compiled.decode(row) if row is not None else None
+
+    @staticmethod
+    def first_of_each(conn: Connection, *reads: tuple[Prepared, Mapping[str, Any]]) -> list[tuple[Any, ...] | None]:
+        """The first row of each statement, run in order; on PostgreSQL all in one round trip (with the writes
+        deferred before them), for reads whose parameters do not depend on each other's answers."""
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        if not defers(raw):
+            return [stmt.first(conn, params) for stmt, params in reads]
+        compiled = [stmt._compiled(conn) for stmt, _ in reads]
+        batch = [(raw.cursor(), c.sql, c.bind(params)) for c, (_, params) in zip(compiled, reads, strict=True)]
+        try:
+            raw.flush(*batch)
+            rows = [cursor.fetchone() for cursor, _, _ in batch]
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(exc, "; ".join(sql for _, sql, _ in batch), None, conn) from exc
+        finally:
+            for cursor, _, _ in batch:
+                cursor.close()
+        return [c.decode(row) if row is not None else None for c, row in zip(compiled, rows, strict=True)]
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         cursor, compiled = self._cursor(conn, params)
