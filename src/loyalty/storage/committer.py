@@ -18,6 +18,7 @@ each caller, so nothing is acknowledged before it is durable.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -40,10 +41,10 @@ Work = Callable[[Connection], Any]
 class _Unit:
     __slots__ = ("work", "key", "future", "result", "error", "rerun")
 
-    def __init__(self, work: Work, key: Hashable | None):
+    def __init__(self, work: Work, key: Hashable | None, future: Future[Any] | asyncio.Future[Any] | None = None):
         self.work = work
         self.key = key
-        self.future: Future[Any] = Future()
+        self.future = future if future is not None else Future()
         self.result: Any = None
         self.error: BaseException | None = None
         self.rerun = False
@@ -187,14 +188,15 @@ def _roll_back_driver(raw: Any) -> None:
         log.debug("rollback after a failed commit failed", exc_info=True)
 
 
-def _answer(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+def _answer(future: Future[Any] | asyncio.Future[Any], result: Any = None,
+            error: BaseException | None = None) -> None:
     """Answer a caller, unless it stopped waiting (its future was cancelled): the work stands either way."""
     try:
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(result)
-    except InvalidStateError:
+    except (InvalidStateError, asyncio.InvalidStateError):
         pass
 
 

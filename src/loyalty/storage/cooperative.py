@@ -57,9 +57,14 @@ async def run_suspendable(fn: Callable[..., T], *args: Any) -> T:
     return value  # type: ignore[no-any-return]
 
 
-def wait(future: Future[T]) -> T:
-    """Wait for a future: suspend when running inside `run_suspendable`, else block."""
-    if isinstance(greenlet.getcurrent(), _Suspendable):
+def suspendable() -> bool:
+    """Whether the caller runs inside `run_suspendable` (and may therefore `suspend`)."""
+    return isinstance(greenlet.getcurrent(), _Suspendable)
+
+
+def wait(future: Future[T] | asyncio.Future[T]) -> T:
+    """Wait for a future: suspend when running inside `run_suspendable`, else block (a concurrent Future)."""
+    if suspendable():
         return suspend(future)  # type: ignore[arg-type]
     return future.result()
 

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError
 
 from loyalty.storage.committer import Work, _answer, _Batches, _Unit
-from loyalty.storage.cooperative import run_suspendable, wait
+from loyalty.storage.cooperative import run_suspendable, suspendable, wait
 
 log = logging.getLogger("loyalty.storage")
 CLOSE_WAIT_SEC = 30.0  # as long as a writer thread's stop() waits
@@ -60,11 +60,14 @@ class LoopCommitter(_Batches):
         self._task = loop.create_task(self._drive(), name=name)
         self._task.add_done_callback(self._ended)
 
-    def submit(self, work: Work, key: Hashable | None = None) -> Future[Any]:
-        unit = _Unit(work, key)
+    def submit(self, work: Work, key: Hashable | None = None) -> Future[Any] | asyncio.Future[Any]:
         if threading.get_ident() == self._loop_thread:
+            # A use case suspended on this loop waits on a future of the loop itself: no thread-safe hand-over,
+            # no wrapping. A cancelled caller cancels it, and the answer is then dropped; the write stands.
+            unit = _Unit(work, key, self.loop.create_future() if suspendable() else None)
             self._enqueue(unit)
         else:
+            unit = _Unit(work, key)
             try:
                 self.loop.call_soon_threadsafe(self._enqueue, unit)
             except RuntimeError:  # the loop is closed
@@ -79,9 +82,16 @@ class LoopCommitter(_Batches):
         self._wake.set()
 
     def _hand_over(self, unit: _Unit) -> None:
-        def relay(done: Future[Any]) -> None:
+        def relay(done: Future[Any]) -> None:  # on the writer thread
             error = done.exception()
-            _answer(unit.future, None if error else done.result(), error)
+            result = None if error else done.result()
+            if isinstance(unit.future, asyncio.Future):
+                try:
+                    self.loop.call_soon_threadsafe(_answer, unit.future, result, error)
+                except RuntimeError:  # the loop is closed: nobody is left waiting
+                    pass
+            else:
+                _answer(unit.future, result, error)
 
         self.after_stop(unit.work, unit.key).add_done_callback(relay)
 
