@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
+from loyalty.storage.checkpoints import Checkpoints
 from loyalty.storage.cooperative import LoopGate, run_suspendable
 from loyalty.storage.engine import sqlite_path
 from loyalty.storage.uow import Store
@@ -335,3 +337,57 @@ def test_a_loop_writer_waiting_for_another_process_s_turn_leaves_the_loop_runnin
         os.close(other)
     assert result == 1 and ticks == 20
     assert stored(store) == {1: "x"}
+
+
+def test_on_sqlite_checkpoints_run_on_the_commit_thread_after_the_batch_has_its_answer(sqlite_loop_store):
+    store = sqlite_loop_store
+    finished: list[str] = []
+
+    async def main() -> tuple[Any, int]:
+        writer = store._loop_committers[0]
+        checkpoints = writer.checkpoints
+        assert checkpoints is not None
+        copy = checkpoints.run
+
+        def slow_copy() -> None:  # a checkpoint of many pages
+            time.sleep(0.3)
+            copy()
+            finished.append("checkpoint")
+
+        checkpoints.run = slow_copy  # type: ignore[method-assign]
+        await run_suspendable(store.write, inserter(1))  # the first commit makes a checkpoint due
+        finished.append("answered")
+        own = await run_suspendable(store.write, lambda conn: conn.exec_driver_sql(
+            "PRAGMA wal_autocheckpoint").scalar_one())
+        return own, checkpoints.done
+
+    own_autocheckpoint, done = on_loop(store, main)
+    assert finished[:2] == ["answered", "checkpoint"]  # the caller did not wait for the copy
+    assert own_autocheckpoint == 0 and done >= 1  # the writer's connection never checkpoints on its own
+    assert stored(store) == {1: "x"}
+
+
+def test_checkpoints_come_about_every_thousand_wal_pages(tmp_path):
+    path = tmp_path / "wal.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+
+    def commits(count: int, rows: int) -> Checkpoints:
+        checkpoints = Checkpoints(path, pages=1000)
+        for _ in range(count):
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO t (v) VALUES (?)", [("x" * 1000,) for _ in range(rows)])
+            db.execute("COMMIT")
+            checkpoints.due_after_commit()
+        checkpoints.run()
+        checkpoints.close()
+        return checkpoints
+
+    small = commits(4, 1)  # a page or two per commit
+    large = commits(4, 400)  # about a hundred pages per commit
+    assert small.done == large.done == 1
+    assert small._every >= 300
+    assert 2 <= large._every <= 20
+    db.close()

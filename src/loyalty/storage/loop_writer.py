@@ -29,6 +29,7 @@ import greenlet
 from sqlalchemy import Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError
 
+from loyalty.storage.checkpoints import Checkpoints
 from loyalty.storage.committer import Work, _answer, _Batches, _Unit
 from loyalty.storage.cooperative import run_suspendable, suspendable, wait
 
@@ -42,9 +43,11 @@ class LoopCommitter(_Batches):
     def __init__(self, engine: Engine, run_alone: Callable[[Work], Any],
                  is_retryable: Callable[[DBAPIError], bool], loop: asyncio.AbstractEventLoop,
                  after_stop: Callable[[Work, Hashable | None], Future[Any]], before_batch: Callable[[], None],
-                 max_batch: int = 128, name: str = "loyalty-writer", commit_in_thread: bool = False):
+                 max_batch: int = 128, name: str = "loyalty-writer", commit_in_thread: bool = False,
+                 checkpoints: Checkpoints | None = None):
         super().__init__(engine, run_alone, is_retryable, max_batch)
         self.loop = loop
+        self.checkpoints = checkpoints  # SQLite: run on the commit thread, after the answers (checkpoints.py)
         self._commits = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-commit") if commit_in_thread else None
         self.single_unit_alone = not commit_in_thread  # a lone unit's commit must not stop the loop either
         self._interrupted: BaseException | None = None  # a stop that came while a commit was in flight
@@ -132,7 +135,11 @@ class LoopCommitter(_Batches):
         if self._commits is None:
             transaction.commit()
             return
-        done = self._commits.submit(transaction.commit)
+        if self.checkpoints is not None:
+            raw = transaction.connection.connection.dbapi_connection
+            done = self._commits.submit(self._commit_then_checkpoint, transaction, raw)
+        else:
+            done = self._commits.submit(transaction.commit)
         try:
             wait(done)
         except BaseException as exc:
@@ -140,6 +147,15 @@ class LoopCommitter(_Batches):
             # callers hear (a failed commit raises here as usual); the interruption is raised after they have.
             self._interrupted = exc
             done.result()
+
+    def _commit_then_checkpoint(self, transaction: RootTransaction, raw: Any) -> None:
+        """On the commit thread: the commit, then (once the batch has its answer) a checkpoint if one is due."""
+        checkpoints = self.checkpoints
+        assert checkpoints is not None and self._commits is not None
+        checkpoints.before_commit(raw)
+        transaction.commit()
+        if checkpoints.due_after_commit():
+            self._commits.submit(checkpoints.run)
 
     async def close(self) -> None:
         """Finish what is queued, then stop (on the loop, at shutdown); later units go to `after_stop`."""
@@ -156,4 +172,6 @@ class LoopCommitter(_Batches):
         except asyncio.CancelledError:
             pass
         if self._commits is not None:
+            if self.checkpoints is not None:
+                self._commits.submit(self.checkpoints.close)
             self._commits.shutdown(wait=False)

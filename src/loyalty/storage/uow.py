@@ -32,9 +32,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from loyalty.domain.errors import Unavailable
 from loyalty.storage import catalog_repo, counters_repo
+from loyalty.storage.checkpoints import Checkpoints
 from loyalty.storage.committer import GroupCommitter
 from loyalty.storage.cooperative import LoopGate, io_suspender, wait
-from loyalty.storage.engine import Engines, make_engines
+from loyalty.storage.engine import Engines, make_engines, sqlite_path
 from loyalty.storage.loop_writer import LoopCommitter
 
 T = TypeVar("T")
@@ -147,10 +148,12 @@ class Store:
                 self._first_connect()
             except Unavailable:  # the server starts all the same; requests answer 503 until the store is back
                 log.warning("the store is unreachable at start-up")
+            path = sqlite_path(self.engines.url)
             self._loop_committers = [
                 LoopCommitter(self.engines.writer, self.write_alone, _is_retryable, loop, self._submit_to_thread,
                               self._first_connect, max_batch=self.group_commit, name=f"loyalty-writer-{i}",
-                              commit_in_thread=self.dialect == "sqlite")
+                              commit_in_thread=self.dialect == "sqlite",
+                              checkpoints=Checkpoints(path) if path is not None else None)
                 for i in range(self.writers)]
 
     async def detach_loop(self) -> None:
