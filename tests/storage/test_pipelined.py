@@ -136,3 +136,11 @@ def test_independent_reads_go_together_with_the_deferred_writes_in_one_round_tri
     rows, round_trips = pg_store.write_alone(work)
     assert rows == [("two",), None, ("one",)]  # in order, each seeing the writes deferred before it
     assert round_trips == 1
+
+
+def test_a_deferred_write_failing_at_commit_rolls_its_transaction_back_and_leaves_the_connection_clean(pg_store):
+    assert pg_store.write_alone(lambda conn: INSERT.send(conn, {"id": 1, "tag": "first"})) is None
+    with pytest.raises(IntegrityError):  # the duplicate is only sent by the COMMIT
+        pg_store.write_alone(lambda conn: INSERT.send(conn, {"id": 1, "tag": "again"}))
+    for _ in range(3):  # whichever pooled connection comes next works
+        assert pg_store.write_alone(lambda conn: READ.first(conn, {"k_id": 1})) == ("first",)
