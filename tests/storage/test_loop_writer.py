@@ -20,13 +20,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
+from sqlalchemy.exc import IntegrityError
 
 from loyalty.storage.checkpoints import Checkpoints
 from loyalty.storage.cooperative import LoopGate, run_suspendable
 from loyalty.storage.engine import sqlite_path
 from loyalty.storage.uow import Store
-from tests.storage.test_committer import WAIT, inserter, put, scratch_store, stored
+from tests.storage.test_committer import (
+    WAIT,
+    inserter,
+    put,
+    reset_scratch,
+    scratch_child,
+    scratch_store,
+    stored,
+)
 
 
 @pytest.fixture
@@ -391,3 +400,48 @@ def test_checkpoints_come_about_every_thousand_wal_pages(tmp_path):
     assert small._every >= 300
     assert 2 <= large._every <= 20
     db.close()
+
+
+def test_a_loop_batch_whose_commit_fails_is_rerun_unit_by_unit_and_the_loop_writer_goes_on(loop_store):
+    store = loop_store
+
+    def orphan(conn: Any) -> str:
+        conn.execute(insert(scratch_child).values(id=10, parent_id=999))  # checked at COMMIT: fails there
+        return "orphan"
+
+    async def main() -> tuple[list[Any], int, bool]:
+        writer = store._loop_committers[0]
+        first = await asyncio.gather(run_suspendable(store.write, inserter(1)),
+                                     run_suspendable(store.write, orphan), return_exceptions=True)
+        later = await run_suspendable(store.write, inserter(2))
+        return [*first, later], writer.units, writer._task.done()
+
+    results, units, writer_stopped = on_loop(store, main)  # and detaching raised nothing
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], IntegrityError)  # the orphan alone was refused
+    assert not writer_stopped and units >= 3  # the later write went through the same loop writer
+    assert stored(store) == {1: "x", 2: "x"}
+    assert store.committers == []  # no fallback writer thread was needed
+
+
+def test_with_group_commit_off_a_write_waiting_for_another_process_s_turn_does_not_freeze_the_loop(sqlite_url):
+    reset_scratch(sqlite_url, create=True)
+    store = Store.from_url(sqlite_url, group_commit=0)
+    path = sqlite_path(sqlite_url)
+    assert path is not None
+    other = os.open(path.with_name(path.name + "-writer.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)  # another process writes for a moment
+    threading.Timer(0.2, fcntl.flock, (other, fcntl.LOCK_UN)).start()
+    try:
+        async def main() -> list[Any]:
+            return list(await asyncio.gather(run_suspendable(store.write, inserter(1)),
+                                             run_suspendable(store.write, inserter(2)), return_exceptions=True))
+
+        started = time.monotonic()
+        results = asyncio.run(main())
+        assert results == [1, 2]  # neither waited out the pool's timeout (a 503)
+        assert time.monotonic() - started < 10
+        assert stored(store) == {1: "x", 2: "x"}
+    finally:
+        os.close(other)
+        store.dispose()

@@ -32,13 +32,13 @@ class Checkpoints:
         self.done = 0
         self._every = 1  # commits between checkpoints, re-estimated by each checkpoint
         self._since = 0
-        self._quiet: set[int] = set()  # ids of writer connections whose own checkpoints are off
         self._conn: sqlite3.Connection | None = None
 
-    def before_commit(self, raw: Any) -> None:
-        if id(raw) not in self._quiet:
-            raw.execute("PRAGMA wal_autocheckpoint=0")
-            self._quiet.add(id(raw))
+    def before_commit(self, pooled: Any) -> None:
+        """`pooled`: the writer's pooled connection; its own checkpoints are turned off once, for its lifetime."""
+        if not pooled.info.get("checkpoints_off"):
+            pooled.dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+            pooled.info["checkpoints_off"] = True
 
     def due_after_commit(self) -> bool:
         self._since += 1

@@ -2,7 +2,7 @@
 
 Handing every request to a worker thread and back, and every write to a writer thread and back, costs GIL
 hand-offs and futex wake-ups that took more CPU than the request itself. So the event loop runs a request's
-synchronous use case (and, on PostgreSQL, the group committer's batches) directly, inside a greenlet
+synchronous use case (and the group committer's batches) directly, inside a greenlet
 (`run_suspendable`). When that code waits, for a commit (`wait`) or for the server's answer to a statement,
 the greenlet switches back to the loop with what it waits for; the loop awaits it and resumes the greenlet
 with the result. Inside such a greenlet the context variable `io_suspender` holds `suspend`;
@@ -32,6 +32,9 @@ from psycopg.pq import TransactionStatus
 T = TypeVar("T")
 
 io_suspender: ContextVar[Callable[[Awaitable[Any]], Any] | None] = ContextVar("io_suspender", default=None)
+# True inside the loop writer's batches (loop_writer.py): the only code on the loop that may wait for SQLite's
+# writer turn without blocking it, because no other code on the loop can then hold the writer connection.
+in_loop_writer: ContextVar[bool] = ContextVar("in_loop_writer", default=False)
 
 
 class _Suspendable(greenlet.greenlet):  # type: ignore[misc]

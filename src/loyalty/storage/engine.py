@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
-from loyalty.storage.cooperative import io_suspender
+from loyalty.storage.cooperative import in_loop_writer, io_suspender
 from loyalty.storage.pipelined import PgConnection
 
 DEFAULT_URL = "sqlite:///./loyalty.db"
@@ -163,8 +163,10 @@ class _WriterTurn:
         self._holder = dbapi_conn
 
     def _wait_for_turn(self, fd: int) -> None:
-        """Block, or on the event loop (a batch of the loop's writer) wait on a thread while the loop goes on."""
-        suspend = io_suspender.get()
+        """Block; in a batch of the loop's writer, wait on a thread while the loop goes on. (Elsewhere on the loop,
+        with group commit off, a suspended holder of the one writer connection would let the next request block
+        the loop on the pool, so those block here as they always did.)"""
+        suspend = io_suspender.get() if in_loop_writer.get() else None
         if suspend is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
             return
@@ -172,8 +174,13 @@ class _WriterTurn:
         try:
             suspend(asyncio.shield(taken))
         except BaseException:
-            # Interrupted (the writer is stopping): the lock may still be granted to the thread; hand it on then.
-            taken.add_done_callback(lambda done: done.cancelled() or done.exception() or fcntl.flock(fd, fcntl.LOCK_UN))
+            # Interrupted (the writer is stopping): the lock may still be granted to the thread; hand it on then,
+            # unless a writer of this process holds the turn by then (the lock belongs to the shared descriptor).
+            def hand_on(done: asyncio.Future[None]) -> None:
+                if not done.cancelled() and done.exception() is None and self._holder is None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+            taken.add_done_callback(hand_on)
             raise
 
     def give_back(self, _dbapi_conn: object, _record: object) -> None:

@@ -1,4 +1,4 @@
-"""Group commit driven by the event loop (PostgreSQL under `loyalty serve`).
+"""Group commit driven by the event loop (both stores, under `loyalty serve`).
 
 A writer thread spends most of its time waiting for PostgreSQL's answers, one statement at a time, and every
 answer makes it take the GIL back from the event loop: measured, those hand-offs (futex waits and wake-ups)
@@ -12,7 +12,9 @@ writer has stopped (shutdown) go to a writer thread (`after_stop`), so no write 
 SQLite runs its batches on the loop too: its statements never wait for a server, so the thread only cost
 hand-offs (each statement gives up the GIL and must win it back from the loop). Only the COMMIT, an fsync that
 would stop the loop, runs on a thread of its own (`commit_in_thread`) while the batch's greenlet is suspended;
-the loop parses the next requests meanwhile, and they form the next batch.
+the loop parses the next requests meanwhile, and they form the next batch. (A unit that lost a race, or every
+unit of a batch whose COMMIT failed, runs again through the store's ordinary write path, whose COMMIT does
+stop the loop: a rare path, kept simple.)
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 
 from loyalty.storage.checkpoints import Checkpoints
 from loyalty.storage.committer import Work, _answer, _Batches, _Unit
-from loyalty.storage.cooperative import run_suspendable, suspendable, wait
+from loyalty.storage.cooperative import in_loop_writer, run_suspendable, suspendable, wait
 
 log = logging.getLogger("loyalty.storage")
 CLOSE_WAIT_SEC = 30.0  # as long as a writer thread's stop() waits
@@ -119,6 +121,7 @@ class LoopCommitter(_Batches):
 
     def _run_here(self, batch: list[_Unit]) -> None:
         self._running = greenlet.getcurrent()
+        in_loop_writer.set(True)  # this greenlet's own context: it may wait for the writer turn on the loop
         try:
             self.before_batch()
             self._run_guarded(batch)
@@ -136,23 +139,25 @@ class LoopCommitter(_Batches):
             transaction.commit()
             return
         if self.checkpoints is not None:
-            raw = transaction.connection.connection.dbapi_connection
-            done = self._commits.submit(self._commit_then_checkpoint, transaction, raw)
+            done = self._commits.submit(self._commit_then_checkpoint, transaction)
         else:
             done = self._commits.submit(transaction.commit)
         try:
             wait(done)
+        except Exception:  # the COMMIT failed: the batch handles it (its units run again, one by one)
+            raise
         except BaseException as exc:
             # Stopped while the commit is in flight: its outcome, not the interruption, is what the batch's
             # callers hear (a failed commit raises here as usual); the interruption is raised after they have.
             self._interrupted = exc
             done.result()
 
-    def _commit_then_checkpoint(self, transaction: RootTransaction, raw: Any) -> None:
-        """On the commit thread: the commit, then (once the batch has its answer) a checkpoint if one is due."""
+    def _commit_then_checkpoint(self, transaction: RootTransaction) -> None:
+        """On the commit thread: the commit, then a checkpoint if one is due, queued on this thread: the batch is
+        answered as soon as the commit returns, while the checkpoint runs."""
         checkpoints = self.checkpoints
         assert checkpoints is not None and self._commits is not None
-        checkpoints.before_commit(raw)
+        checkpoints.before_commit(transaction.connection.connection)
         transaction.commit()
         if checkpoints.due_after_commit():
             self._commits.submit(checkpoints.run)
@@ -170,6 +175,8 @@ class LoopCommitter(_Batches):
         try:
             await self._task
         except asyncio.CancelledError:
+            pass
+        except Exception:  # already logged by _ended; the executor must still be shut down
             pass
         if self._commits is not None:
             if self.checkpoints is not None:

@@ -91,6 +91,7 @@ class Store:
         self._committers: list[GroupCommitter] = []
         self._loop_committers: list[LoopCommitter] = []  # while a server's event loop runs them
         self._committer_lock = threading.Lock()
+        self._closing: list[LoopCommitter] = []
         self._retired_stats = (0, 0)  # what detached loop writers ran, still counted in commit_stats
         # Open reader Connections between reads: checking one out of the pool and wrapping it costs more than
         # the keyed lookups a request makes with it. list.append/pop are atomic, so threads share the list.
@@ -123,7 +124,7 @@ class Store:
 
     def commit_stats(self) -> tuple[int, int]:
         """Batches and units the writers have run so far (thread and event-loop writers alike)."""
-        writers = [*self._committers, *self._loop_committers]
+        writers = [*self._committers, *self._loop_committers, *self._closing]
         batches, units = self._retired_stats
         return batches + sum(w.batches for w in writers), units + sum(w.units for w in writers)
 
@@ -159,10 +160,12 @@ class Store:
     async def detach_loop(self) -> None:
         """Finish the loop's queued writes; later writes go to writer threads (on the loop, at shutdown)."""
         committers, self._loop_committers = self._loop_committers, []
+        self._closing = committers  # still counted in commit_stats while they finish
         for committer in committers:
             await committer.close()
         batches, units = self._retired_stats
         self._retired_stats = (batches + sum(c.batches for c in committers), units + sum(c.units for c in committers))
+        self._closing = []
 
     def _start_writers(self) -> list[GroupCommitter]:
         with self._committer_lock:
