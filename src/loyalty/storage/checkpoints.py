@@ -3,7 +3,7 @@
 SQLite checkpoints inside the COMMIT that takes the WAL past 1,000 pages: the commit returns only once every
 page is copied into the database file and that file is synced, and the batch's callers wait for all of it.
 With many members a batch's pages rarely repeat, so this was most of the paced checkout mix's tail latency
-(p99 about 11 ms with checkpoints, 5 ms with them held off). The loop writer's connections therefore never
+(p99 about 11 ms with checkpoints; 5.2 ms in a run with them held off). The loop writer's connections therefore never
 checkpoint on their own (`wal_autocheckpoint=0`); the writer's commit thread runs a PASSIVE checkpoint on a
 connection of its own right after a commit has been answered, while the loop runs the next batch's statements
 (WAL mode lets a checkpoint run beside a writer). The next COMMIT queues behind it on the same thread, so the

@@ -100,12 +100,13 @@ class Prepared:
         cursor = raw.cursor(name=f"stream_{next(_cursor_names)}") if server_side else raw.cursor()
         bound = compiled.bind(params)
         try:
-            if defers(raw) and not server_side:
-                raw.flush((cursor, compiled.sql, bound))  # with the writes queued before it: one round trip
-            else:
-                if defers(raw):
-                    raw.flush()
+            if not defers(raw):
                 cursor.execute(compiled.sql, bound)
+            elif server_side:  # a named cursor cannot join a pipeline: the queued writes go first
+                raw.flush()
+                cursor.execute(compiled.sql, bound)
+            else:
+                raw.flush((cursor, compiled.sql, bound))  # with the writes queued before it: one round trip
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(exc, compiled.sql, bound, conn) from exc
         return cursor, compiled
