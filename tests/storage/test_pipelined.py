@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from psycopg import errors
 from sqlalchemy import bindparam, insert, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from loyalty.storage.pipelined import PgConnection
 from loyalty.storage.prepared import Prepared
 from loyalty.storage.uow import Store
 from tests.storage.test_committer import (
@@ -144,3 +147,78 @@ def test_a_deferred_write_failing_at_commit_rolls_its_transaction_back_and_leave
         pg_store.write_alone(lambda conn: INSERT.send(conn, {"id": 1, "tag": "again"}))
     for _ in range(3):  # whichever pooled connection comes next works
         assert pg_store.write_alone(lambda conn: READ.first(conn, {"k_id": 1})) == ("first",)
+
+
+def test_a_deferred_write_failing_in_the_next_units_round_trip_fails_its_own_unit_and_the_next_runs_again(pg_store):
+    committer = committer_of(pg_store)
+    pg_store.write_alone(lambda conn: INSERT.send(conn, {"id": 1, "tag": "taken"}))
+
+    def clash(conn: Any) -> None:
+        INSERT.send(conn, {"id": 1, "tag": "clash"})  # no round trip here: it goes with the next unit's read
+
+    def reads_then_writes(conn: Any) -> Any:
+        seen = READ.first(conn, {"k_id": 1})
+        INSERT.send(conn, {"id": 3, "tag": "after"})
+        return seen
+
+    with writer_held(committer):
+        bad = committer.submit(clash)
+        after = committer.submit(reads_then_writes)
+    assert isinstance(error_of(bad), IntegrityError)
+    assert after.result() == ("taken",)
+    assert stored(pg_store) == {1: "taken", 3: "after"}
+
+
+def test_a_failure_names_the_unit_that_issued_the_failing_statement(pg_store):
+    def work(conn: Any) -> Any:
+        raw = raw_of(conn)
+        raw.issuer = "earlier"
+        INSERT.send(conn, {"id": 1, "tag": "one"})
+        INSERT.send(conn, {"id": 1, "tag": "duplicate"})
+        raw.issuer = "later"
+        try:
+            READ.first(conn, {"k_id": 1})
+        except IntegrityError as exc:
+            return exc.orig.issued_by
+        finally:
+            raw.issuer = None
+
+    assert pg_store.write_alone(work) == "earlier"
+
+
+def test_statements_are_prepared_once_per_session_and_a_prepare_skipped_by_a_failed_pipeline_is_sent_again(
+        pg_store, pg_url):
+    select_tag = b"SELECT tag FROM committer_scratch WHERE id = $1::INTEGER"
+    insert_row = b"INSERT INTO committer_scratch (id, tag) VALUES ($1::INTEGER, $2::VARCHAR)"
+    with PgConnection.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(False)) as raw:
+        def prepared() -> list[str]:
+            return [row[0] for row in raw.execute("SELECT statement FROM pg_prepared_statements")]
+
+        raw.defer(insert_row, [None, "no key"])
+        with pytest.raises(errors.NotNullViolation):  # fails first: the SELECT's PREPARE after it is skipped
+            raw.run_all([(select_tag, [1])])
+        raw.rollback()
+        assert select_tag.decode() not in prepared()
+
+        raw.defer(insert_row, [1, "one"])
+        (found,) = raw.run_all([(select_tag, [1])])
+        (missing,) = raw.run_all([(select_tag, [2])])
+        assert (raw.rows(found), raw.rows(missing)) == ([("one",)], [])
+        statements = prepared()
+        assert statements.count(select_tag.decode()) == 1 and statements.count(insert_row.decode()) == 1
+        raw.rollback()
+
+
+def test_a_session_that_lost_its_prepared_statements_prepares_them_again_on_the_retry(pg_store):
+    pg_store.write_alone(lambda conn: INSERT.send(conn, {"id": 1, "tag": "one"}))
+    attempts = []
+
+    def work(conn: Any) -> Any:
+        attempts.append(1)
+        READ.first(conn, {"k_id": 1})  # prepared on this session (if it was not already)
+        if len(attempts) == 1:
+            conn.exec_driver_sql("DEALLOCATE ALL")  # as a pooler's DISCARD ALL would
+        return READ.first(conn, {"k_id": 1})
+
+    assert pg_store.write_alone(work) == ("one",)
+    assert len(attempts) == 2

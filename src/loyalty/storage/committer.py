@@ -92,8 +92,14 @@ class _Batches:
                 raw = conn.connection.dbapi_connection
                 assert raw is not None
                 cursor = raw.cursor()
-                for unit in batch:
-                    self._in_savepoint(conn, cursor, unit)
+                try:
+                    for index in range(len(batch)):
+                        self._in_savepoint(conn, cursor, batch, index)
+                    if defers(raw):
+                        self._send_last(conn, cursor, raw, batch)
+                finally:
+                    if defers(raw):
+                        raw.issuer = None
                 cursor.close()
                 try:
                     self._commit(transaction)
@@ -124,26 +130,55 @@ class _Batches:
     def _commit(self, transaction: RootTransaction) -> None:
         transaction.commit()
 
-    def _in_savepoint(self, conn: Connection, cursor: Any, unit: _Unit) -> None:
+    def _in_savepoint(self, conn: Connection, cursor: Any, batch: list[_Unit], index: int) -> None:
+        unit = batch[index]
         raw = conn.connection.dbapi_connection
-        deferring = defers(raw)  # PostgreSQL: the unit's writes go in few round trips (pipelined.py)
+        # PostgreSQL: the unit's writes wait for the next round trip (pipelined.py), the next unit's first one
+        # or the batch's last flush; whoever issued a statement that fails there answers for it.
+        deferring = defers(raw)
         mark, sent = (raw.queued(), raw.flushes) if deferring else (0, 0)
+        if deferring:
+            raw.issuer = unit
         _statement(conn, cursor, "SAVEPOINT unit", deferring)
         try:
             unit.result = unit.work(conn)
-            if deferring:  # send the unit's deferred writes now, so a failure among them is this unit's
-                _statement(conn, cursor, None)
         except DBAPIError as exc:
             self._roll_back_unit(conn, cursor, raw, deferring, mark, sent)
-            if self.is_retryable(exc):
-                unit.rerun = True
-            else:
-                unit.error = exc
+            self._lay_blame(batch, index, exc)
         except Exception as exc:  # a refusal (insufficient points, ...) or a bug: this unit only
             self._roll_back_unit(conn, cursor, raw, deferring, mark, sent)
             unit.error = exc
         else:
             _statement(conn, cursor, "RELEASE SAVEPOINT unit", deferring)
+
+    def _send_last(self, conn: Connection, cursor: Any, raw: Any, batch: list[_Unit]) -> None:
+        """Send the writes still deferred at the batch's end before COMMIT, so a failure among them fails
+        their unit (and is rolled back to its savepoint) rather than the whole commit."""
+        if not raw.queued():
+            return
+        try:
+            _statement(conn, cursor, None)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "issued_by", None) not in batch:
+                raise
+            _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
+            _statement(conn, cursor, "RELEASE SAVEPOINT unit")
+            self._lay_blame(batch, len(batch) - 1, exc)
+
+    def _lay_blame(self, batch: list[_Unit], index: int, exc: DBAPIError) -> None:
+        """Unit `index` met a store error, now rolled back to the innermost savepoint. The error may be an
+        earlier unit's (a deferred write of it failed in a later round trip, pipelined.py): then the savepoint
+        rolled back to was that unit's, and the units after it, whose statements never ran, run again alone."""
+        issuer = getattr(exc.orig, "issued_by", None)
+        first = next((i for i in range(index) if batch[i] is issuer), index)
+        for unit in batch[first + 1:index + 1]:
+            unit.result, unit.error, unit.rerun = None, None, True
+        culprit = batch[first]
+        culprit.result = None
+        if self.is_retryable(exc):
+            culprit.error, culprit.rerun = None, True
+        else:
+            culprit.error, culprit.rerun = exc, False
 
     @staticmethod
     def _roll_back_unit(conn: Connection, cursor: Any, raw: Any, deferring: bool, mark: int, sent: int) -> None:

@@ -97,6 +97,42 @@ class CooperativeConnection(psycopg.Connection[Any]):
             raise
 
 
+def wait_for_server(conn: psycopg.Connection[Any], gen: Any) -> Any:
+    """Drive a libpq exchange (a generator of psycopg's wait protocol) to its end: suspended on the event loop
+    inside `run_suspendable`, else blocking as psycopg does.
+
+    Leaner than psycopg's asyncio wait, which arms a timer and polls the socket at every step: this waits only
+    when libpq says it must, and on nothing but the socket."""
+    suspend = io_suspender.get()
+    if suspend is None:
+        return psycopg.Connection.wait(conn, gen)
+    loop = asyncio.get_running_loop()
+    fileno = conn.pgconn.socket
+    try:
+        state = next(gen)
+        while True:
+            future = loop.create_future()
+            if state & waiting.WAIT_R:
+                loop.add_reader(fileno, _wake, future, waiting.READY_R)
+            if state & waiting.WAIT_W:
+                loop.add_writer(fileno, _wake, future, waiting.READY_W)
+            try:
+                ready = suspend(future)
+            finally:
+                if state & waiting.WAIT_R:
+                    loop.remove_reader(fileno)
+                if state & waiting.WAIT_W:
+                    loop.remove_writer(fileno)
+            state = gen.send(ready)
+    except StopIteration as done:
+        return done.value
+
+
+def _wake(future: asyncio.Future[int], ready: int) -> None:
+    if not future.done():
+        future.set_result(ready)
+
+
 class LoopGate:
     """At most `size` holders at once among the suspendable use cases of one event loop (one semaphore per
     loop: test clients and servers may run several loops over one store)."""

@@ -84,7 +84,9 @@ def make_engines(url: str | None, pool_size: int = 20) -> Engines:
 
 
 def _cooperative_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> PgConnection:
-    return PgConnection.connect(*cargs, **cparams)
+    # Server-side prepared statements are pipelined.py's alone: psycopg's own cache answers a ROLLBACK TO
+    # SAVEPOINT or a DROP with DEALLOCATE ALL, which would drop ours too.
+    return PgConnection.connect(*cargs, **{**cparams, "prepare_threshold": None})
 
 
 def _send_deferred_first(conn: Any, _cursor: Any, _statement: Any, _parameters: Any, _context: Any,

@@ -16,23 +16,28 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.sqltypes import NullType
 
-from loyalty.storage.pipelined import defers
+from loyalty.storage.pipelined import PgConnection, Statement, defers
 from loyalty.storage.types import UtcMicros, from_micros, to_micros
 
 _cursor_names = itertools.count(1)
+# Statements sent through libpq directly (pipelined.py) take PostgreSQL's own $n placeholders.
+_NUMBERED = PGDialect_psycopg(paramstyle="numeric_dollar")
 
 
 class _Compiled:
-    __slots__ = ("sql", "names", "positional", "micros_columns", "literals", "values_of", "datetime_binds")
+    __slots__ = ("sql", "sql_bytes", "names", "positional", "micros_columns", "literals", "values_of",
+                 "datetime_binds")
 
     def __init__(self, stmt: Any, dialect: Dialect, column_keys: list[str] | None):
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
         self.sql: str = compiled.string
+        self.sql_bytes = self.sql.encode()
         self.positional: bool = bool(dialect.positional)
         # The bind names in the order the driver expects them (positional styles), or the names (named styles).
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ()) if self.positional else tuple(
@@ -92,6 +97,23 @@ class Prepared:
             compiled = self._by_dialect[name] = _Compiled(self.stmt, conn.dialect, self.column_keys)
         return compiled
 
+    def _numbered(self) -> _Compiled:
+        compiled = self._by_dialect.get("$n")
+        if compiled is None:
+            compiled = self._by_dialect["$n"] = _Compiled(self.stmt, _NUMBERED, self.column_keys)
+        return compiled
+
+    def _on_server(self, conn: Connection, raw: PgConnection, params: Mapping[str, Any],
+                   first_only: bool = False) -> tuple[list[tuple[Any, ...]], int, _Compiled]:
+        """PostgreSQL: run the statement after what is deferred, in one round trip; its rows and row count."""
+        compiled = self._numbered()
+        bound = compiled.bind(params)
+        try:
+            (result,) = raw.run_all(((compiled.sql_bytes, bound),))
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(exc, compiled.sql, bound, conn) from exc
+        return raw.rows(result, first_only), result.command_tuples or 0, compiled
+
     def _cursor(self, conn: Connection, params: Mapping[str, Any],
                 server_side: bool = False) -> tuple[Any, _Compiled]:
         compiled = self._compiled(conn)
@@ -100,19 +122,18 @@ class Prepared:
         cursor = raw.cursor(name=f"stream_{next(_cursor_names)}") if server_side else raw.cursor()
         bound = compiled.bind(params)
         try:
-            if not defers(raw):
-                cursor.execute(compiled.sql, bound)
-            elif server_side:  # a named cursor cannot join a pipeline: the queued writes go first
+            if server_side and defers(raw):  # a named cursor cannot join a pipeline: the queued writes go first
                 raw.flush()
-                cursor.execute(compiled.sql, bound)
-            else:
-                raw.flush((cursor, compiled.sql, bound))  # with the writes queued before it: one round trip
+            cursor.execute(compiled.sql, bound)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(exc, compiled.sql, bound, conn) from exc
         return cursor, compiled
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Execute; return the number of rows changed."""
+        raw = conn.connection.dbapi_connection
+        if isinstance(raw, PgConnection):
+            return self._on_server(conn, raw, params)[1]
         cursor, _ = self._cursor(conn, params)
         count = int(cursor.rowcount)
         cursor.close()
@@ -124,6 +145,10 @@ class Prepared:
         self._send(conn, [params])
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        raw = conn.connection.dbapi_connection
+        if isinstance(raw, PgConnection):
+            rows, _, compiled = self._on_server(conn, raw, params, first_only=True)
+            return compiled.decode(rows[0]) if rows else None
         cursor, compiled = self._cursor(conn, params)
         row = cursor.fetchone()
         cursor.close()
@@ -134,22 +159,22 @@ class Prepared:
         """The first row of each statement, run in order; on PostgreSQL all in one round trip (with the writes
         deferred before them), for reads whose parameters do not depend on each other's answers."""
         raw = conn.connection.dbapi_connection
-        assert raw is not None
-        if not defers(raw):
+        if not isinstance(raw, PgConnection):
             return [stmt.first(conn, params) for stmt, params in reads]
-        compiled = [stmt._compiled(conn) for stmt, _ in reads]
-        batch = [(raw.cursor(), c.sql, c.bind(params)) for c, (_, params) in zip(compiled, reads, strict=True)]
+        compiled = [stmt._numbered() for stmt, _ in reads]
+        batch: list[Statement] = [(c.sql_bytes, c.bind(params)) for c, (_, params) in zip(compiled, reads, strict=True)]
         try:
-            raw.flush(*batch)
-            rows = [cursor.fetchone() for cursor, _, _ in batch]
+            results = raw.run_all(batch)
         except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(exc, "; ".join(sql for _, sql, _ in batch), None, conn) from exc
-        finally:
-            for cursor, _, _ in batch:
-                cursor.close()
-        return [c.decode(row) if row is not None else None for c, row in zip(compiled, rows, strict=True)]
+            raise _wrapped(exc, "; ".join(c.sql for c in compiled), None, conn) from exc
+        firsts = [raw.rows(result, first_only=True) for result in results]
+        return [c.decode(rows[0]) if rows else None for c, rows in zip(compiled, firsts, strict=True)]
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        raw = conn.connection.dbapi_connection
+        if isinstance(raw, PgConnection):
+            rows, _, compiled = self._on_server(conn, raw, params)
+            return [compiled.decode(r) for r in rows]
         cursor, compiled = self._cursor(conn, params)
         rows = cursor.fetchall()
         cursor.close()
@@ -172,14 +197,20 @@ class Prepared:
             self._send(conn, rows)
 
     def _send(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        compiled = self._compiled(conn)
         raw = conn.connection.dbapi_connection
         assert raw is not None
-        bound = [compiled.bind(r) for r in rows]
-        if defers(raw):
-            for values in bound:
-                raw.defer(compiled.sql, values)
+        if isinstance(raw, PgConnection):
+            numbered = self._numbered()
+            for row in rows:
+                raw.defer(numbered.sql_bytes, numbered.bind(row))
+            if not raw.defers():  # autocommit: nothing to wait for
+                try:
+                    raw.flush()
+                except conn.dialect.loaded_dbapi.Error as exc:
+                    raise _wrapped(exc, numbered.sql, None, conn) from exc
             return
+        compiled = self._compiled(conn)
+        bound = [compiled.bind(r) for r in rows]
         cursor = raw.cursor()
         try:
             if len(bound) == 1:

@@ -47,7 +47,8 @@ MAX_ATTEMPTS = 8
 IDLE_READERS = 4
 DEFAULT_PG_WRITERS = 4
 CONNECT_BACKOFF_SEC = 1.0  # after a failed first connection, requests answer 503 at once for this long
-_RETRY_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
+# Serialization failure, deadlock, lock not available; a prepared statement the session lost (pipelined.py).
+_RETRY_SQLSTATES = {"40001", "40P01", "55P03", "26000"}
 
 
 def _is_retryable(exc: DBAPIError) -> bool:
