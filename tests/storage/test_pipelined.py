@@ -222,3 +222,15 @@ def test_a_session_that_lost_its_prepared_statements_prepares_them_again_on_the_
 
     assert pg_store.write_alone(work) == ("one",)
     assert len(attempts) == 2
+
+
+@pytest.mark.parametrize("encoding", ["UTF8", "LATIN1"])
+def test_text_parameters_and_rows_keep_their_characters_in_the_sessions_encoding(pg_store, pg_url, encoding):
+    insert_row = b"INSERT INTO committer_scratch (id, tag) VALUES ($1::INTEGER, $2::VARCHAR)"
+    select_tag = b"SELECT tag FROM committer_scratch WHERE id = $1::INTEGER"
+    url = make_url(pg_url).set(drivername="postgresql").render_as_string(False)
+    with PgConnection.connect(url, client_encoding=encoding) as raw:
+        raw.defer(insert_row, [1, "Crème brûlée"])
+        (found,) = raw.run_all([(select_tag, [1])])
+        assert raw.rows(found) == [("Crème brûlée",)]
+        raw.rollback()

@@ -5,7 +5,8 @@ updates the account, four statements whose results the use case never looks at. 
 such a statement inside a transaction; `run_all` sends the queue together with the statements that need an
 answer in one pipeline (one round trip), and `commit` sends it with the COMMIT. Statements reach the server in
 the order they were issued, so a later read sees the earlier writes. A failure among them is raised by
-whatever sent it, which the group committer makes the unit that issued it (it flushes at each unit's end).
+whatever sent it, carrying who issued the failing statement (`issued_by`: the group committer's unit, which
+may be an earlier unit than the one whose read sent it).
 
 The pipeline is driven on the connection's libpq object (`pgconn`) rather than through psycopg's cursors and
 `Connection.pipeline()`: measured, those layers cost about three times the CPU of the exchange itself (a
@@ -171,7 +172,7 @@ class PgConnection(CooperativeConnection):
 
     def _text(self, value: Any) -> bytes | None:
         kind = type(value)
-        if kind is str:
+        if kind is str and self._utf8():
             return value.encode()  # type: ignore[no-any-return]
         if kind is int:
             return b"%d" % value
@@ -182,6 +183,13 @@ class PgConnection(CooperativeConnection):
         if not hasattr(self, "_loader"):
             self._loader = Transformer(self)
         return bytes(self._loader.get_dumper(value, PyFormat.TEXT).dump(value))
+
+    def _utf8(self) -> bool:
+        """Whether the session's client encoding is UTF-8 (else strings go through psycopg's dumper)."""
+        utf8 = getattr(self, "_is_utf8", None)
+        if utf8 is None:
+            utf8 = self._is_utf8 = self.info.encoding == "utf-8"
+        return utf8
 
     def _begin_command(self) -> bytes:
         """BEGIN with the session's transaction characteristics, as psycopg itself would issue it."""
