@@ -11,7 +11,7 @@ import pytest
 from psycopg import errors
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from loyalty.storage.pipelined import PgConnection
 from loyalty.storage.prepared import Prepared
@@ -233,4 +233,33 @@ def test_text_parameters_and_rows_keep_their_characters_in_the_sessions_encoding
         raw.defer(insert_row, [1, "Crème brûlée"])
         (found,) = raw.run_all([(select_tag, [1])])
         assert raw.rows(found) == [("Crème brûlée",)]
+        raw.rollback()
+
+
+def test_a_write_the_store_cannot_take_fails_the_unit_that_issued_it_and_keeps_the_earlier_units_writes(pg_store):
+    committer = committer_of(pg_store)
+
+    def reads_then_defers(conn: Any) -> int:
+        READ.first(conn, {"k_id": 1})  # a round trip: this unit's SAVEPOINT has reached the store
+        INSERT.send(conn, {"id": 1, "tag": "kept"})
+        return 1
+
+    def bad_value(conn: Any) -> None:
+        INSERT.send(conn, {"id": 2, "tag": "cut\x00here"})
+
+    with writer_held(committer):
+        first = committer.submit(reads_then_defers)
+        bad = committer.submit(bad_value)
+    assert first.result() == 1
+    assert isinstance(error_of(bad), DataError)
+    assert stored(pg_store) == {1: "kept"}
+
+
+def test_a_nul_character_in_a_parameter_is_refused_not_cut_short(pg_store, pg_url):
+    url = make_url(pg_url).set(drivername="postgresql").render_as_string(False)
+    with PgConnection.connect(url) as raw:
+        with pytest.raises(errors.DataError):
+            raw.run_all([(b"SELECT $1::VARCHAR", ["abc\x00xyz"])])
+        (fine,) = raw.run_all([(b"SELECT $1::VARCHAR", ["abc"])])
+        assert raw.rows(fine) == [("abc",)]
         raw.rollback()

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, case, literal, select, update
 
-from loyalty.storage.pipelined import defers
+from loyalty.storage.prepared import send_deferred
 from loyalty.storage.tables import accounts, lots, members, postings, profile_phones, profiles, transactions
 from loyalty.storage.types import UtcMicros
 
@@ -135,8 +135,7 @@ def _insert_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows:
     names = ", ".join(columns)
     driver = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        if defers(driver):
-            driver.flush()  # what was deferred before goes first (pipelined.py)
+        send_deferred(conn)  # what was deferred before goes first (pipelined.py)
         with driver.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

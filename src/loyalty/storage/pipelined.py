@@ -58,9 +58,11 @@ class PgConnection(CooperativeConnection):
         return not self.autocommit
 
     def defer(self, sql: str | bytes, params: Sequence[Any] | None = None) -> None:
+        # Parameters become text now, so a value the store cannot take fails the code that issued it.
+        encoded = self._encoded(params)
         if not hasattr(self, "_queued"):
             self._queued, self._issuers = [], []
-        self._queued.append((sql.encode() if isinstance(sql, str) else sql, params))
+        self._queued.append((sql.encode() if isinstance(sql, str) else sql, encoded))
         self._issuers.append(self.issuer)
 
     def queued(self) -> int:
@@ -81,6 +83,7 @@ class PgConnection(CooperativeConnection):
         """Send what is queued, then `statements`, in one pipeline (one round trip: a BEGIN first if the
         transaction has not begun); return the results of `statements`. The whole pipeline is read before the
         first failure is raised (psycopg's error class for its SQLSTATE, with `issued_by`)."""
+        statements = [(sql, self._encoded(params)) for sql, params in statements]
         queued = getattr(self, "_queued", None) or []
         issuers = [*self._issuers, *[self.issuer] * len(statements)] if queued else [self.issuer] * len(statements)
         if queued:
@@ -119,7 +122,6 @@ class PgConnection(CooperativeConnection):
         if not hasattr(self, "_names"):
             self._names = {}
         names = self._names
-        sending = [(sql, None if params is None else [self._text(v) for v in params]) for sql, params in statements]
         # What each result of the pipeline answers: a statement (its index), a PREPARE (its SQL), or the BEGIN;
         # and who issued it.
         expected: list[int | bytes | None] = []
@@ -131,7 +133,7 @@ class PgConnection(CooperativeConnection):
                 pg.send_query_params(self._begin_command(), None)
                 expected.append(None)
                 blame.append(self.issuer)
-            for index, (sql, values) in enumerate(sending):
+            for index, (sql, values) in enumerate(statements):
                 if values is None:  # SAVEPOINT, COMMIT, ...: nothing to prepare
                     pg.send_query_params(sql, None)
                 else:
@@ -170,9 +172,14 @@ class PgConnection(CooperativeConnection):
             raise error
         return out
 
+    def _encoded(self, params: Sequence[Any] | None) -> list[bytes | None] | None:
+        return None if params is None else [self._text(v) for v in params]
+
     def _text(self, value: Any) -> bytes | None:
         kind = type(value)
         if kind is str and self._utf8():
+            if "\x00" in value:  # libpq would cut the value there; psycopg's dumper refuses it too
+                raise errors.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
             return value.encode()  # type: ignore[no-any-return]
         if kind is int:
             return b"%d" % value

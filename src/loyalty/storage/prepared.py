@@ -201,13 +201,13 @@ class Prepared:
         assert raw is not None
         if isinstance(raw, PgConnection):
             numbered = self._numbered()
-            for row in rows:
-                raw.defer(numbered.sql_bytes, numbered.bind(row))
-            if not raw.defers():  # autocommit: nothing to wait for
-                try:
+            try:
+                for row in rows:
+                    raw.defer(numbered.sql_bytes, numbered.bind(row))
+                if not raw.defers():  # autocommit: nothing to wait for
                     raw.flush()
-                except conn.dialect.loaded_dbapi.Error as exc:
-                    raise _wrapped(exc, numbered.sql, None, conn) from exc
+            except conn.dialect.loaded_dbapi.Error as exc:
+                raise _wrapped(exc, numbered.sql, None, conn) from exc
             return
         compiled = self._compiled(conn)
         bound = [compiled.bind(r) for r in rows]
@@ -221,6 +221,17 @@ class Prepared:
             raise _wrapped(exc, compiled.sql, bound, conn) from exc
         finally:
             cursor.close()
+
+
+def send_deferred(conn: Connection) -> None:
+    """Send the writes deferred on `conn` now (before a statement that cannot join their pipeline, such as a
+    COPY); a failure among them raised as SQLAlchemy's error type, naming the unit that issued it."""
+    raw = conn.connection.dbapi_connection
+    if defers(raw):
+        try:
+            raw.flush()  # type: ignore[union-attr]
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(exc, "(deferred writes)", None, conn) from exc
 
 
 def _wrapped(exc: Exception, sql: str, params: Any, conn: Connection) -> Exception:
