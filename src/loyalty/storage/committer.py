@@ -96,7 +96,7 @@ class _Batches:
                     for index in range(len(batch)):
                         self._in_savepoint(conn, cursor, batch, index)
                     if defers(raw):
-                        self._send_last(conn, cursor, raw, batch)
+                        self._send_last(conn, cursor, batch)
                 finally:
                     if defers(raw):
                         raw.issuer = None
@@ -151,11 +151,9 @@ class _Batches:
         else:
             _statement(conn, cursor, "RELEASE SAVEPOINT unit", deferring)
 
-    def _send_last(self, conn: Connection, cursor: Any, raw: Any, batch: list[_Unit]) -> None:
+    def _send_last(self, conn: Connection, cursor: Any, batch: list[_Unit]) -> None:
         """Send the writes still deferred at the batch's end before COMMIT, so a failure among them fails
         their unit (and is rolled back to its savepoint) rather than the whole commit."""
-        if not raw.queued():
-            return
         try:
             _statement(conn, cursor, None)
         except DBAPIError as exc:

@@ -43,15 +43,18 @@ _NO_SUCH_STATEMENT = "26000"  # invalid_sql_statement_name
 class PgConnection(CooperativeConnection):
     """A cooperative psycopg connection that sends statements in pipelines and can hold back writes."""
 
-    _queued: list[Statement]
-    _issuers: list[Any]  # who issued each queued statement (see `issuer`)
-    _names: dict[bytes, bytes]  # SQL -> name of its server-side prepared statement on this session
-    _loader: Transformer
-    flushes = 0  # round trips that sent queued statements
-    # Who issues the statements from now on: the group committer names the unit it runs, so that a failure
-    # of a deferred statement sent in a later unit's round trip is still laid at the right door (`issued_by`
-    # on the raised error).
-    issuer: Any = None
+    def __init__(self, pgconn: Any, *args: Any, **kwargs: Any):
+        super().__init__(pgconn, *args, **kwargs)
+        self._queued: list[Statement] = []
+        self._issuers: list[Any] = []  # who issued each queued statement (see `issuer`)
+        self._names: dict[bytes, bytes] = {}  # SQL -> name of its server-side prepared statement on this session
+        self._loader = Transformer(self)
+        self._is_utf8: bool | None = None  # read on first use, after the session's set-up
+        self.flushes = 0  # round trips that sent queued statements
+        # Who issues the statements from now on: the group committer names the unit it runs, so that a failure
+        # of a deferred statement sent in a later unit's round trip is still laid at the right door
+        # (`issued_by` on the raised error).
+        self.issuer: Any = None
 
     def defers(self) -> bool:
         """Deferring is for transactions (their COMMIT flushes); an autocommit statement runs at once."""
@@ -60,19 +63,16 @@ class PgConnection(CooperativeConnection):
     def defer(self, sql: str | bytes, params: Sequence[Any] | None = None) -> None:
         # Parameters become text now, so a value the store cannot take fails the code that issued it.
         encoded = self._encoded(params)
-        if not hasattr(self, "_queued"):
-            self._queued, self._issuers = [], []
         self._queued.append((sql.encode() if isinstance(sql, str) else sql, encoded))
         self._issuers.append(self.issuer)
 
     def queued(self) -> int:
-        return len(getattr(self, "_queued", ()))
+        return len(self._queued)
 
     def drop_queued(self, keep: int = 0) -> None:
         """Forget what is queued beyond the first `keep` statements (their unit was rolled back unsent)."""
-        if hasattr(self, "_queued"):
-            del self._queued[keep:]
-            del self._issuers[keep:]
+        del self._queued[keep:]
+        del self._issuers[keep:]
 
     def flush(self) -> None:
         """Send what is queued (one round trip), if anything is."""
@@ -84,8 +84,8 @@ class PgConnection(CooperativeConnection):
         transaction has not begun); return the results of `statements`. The whole pipeline is read before the
         first failure is raised (psycopg's error class for its SQLSTATE, with `issued_by`)."""
         statements = [(sql, self._encoded(params)) for sql, params in statements]
-        queued = getattr(self, "_queued", None) or []
-        issuers = [*self._issuers, *[self.issuer] * len(statements)] if queued else [self.issuer] * len(statements)
+        queued = self._queued
+        issuers = [*self._issuers, *[self.issuer] * len(statements)]
         if queued:
             self._queued, self._issuers = [], []
             self.flushes += 1
@@ -95,8 +95,6 @@ class PgConnection(CooperativeConnection):
 
     def rows(self, result: PGresult, first_only: bool = False) -> list[tuple[Any, ...]]:
         """The rows of a result, loaded as a psycopg cursor would load them."""
-        if not hasattr(self, "_loader"):
-            self._loader = Transformer(self)
         loader = self._loader
         loader.set_pgresult(result)
         count = min(result.ntuples, 1) if first_only else result.ntuples
@@ -119,8 +117,6 @@ class PgConnection(CooperativeConnection):
 
     def _exchange(self, statements: list[Statement], issuers: list[Any], begin: bool) -> list[PGresult]:
         pg = self.pgconn
-        if not hasattr(self, "_names"):
-            self._names = {}
         names = self._names
         # What each result of the pipeline answers: a statement (its index), a PREPARE (its SQL), or the BEGIN;
         # and who issued it.
@@ -187,16 +183,13 @@ class PgConnection(CooperativeConnection):
             return None
         if kind is bool:
             return b"t" if value else b"f"
-        if not hasattr(self, "_loader"):
-            self._loader = Transformer(self)
         return bytes(self._loader.get_dumper(value, PyFormat.TEXT).dump(value))
 
     def _utf8(self) -> bool:
         """Whether the session's client encoding is UTF-8 (else strings go through psycopg's dumper)."""
-        utf8 = getattr(self, "_is_utf8", None)
-        if utf8 is None:
-            utf8 = self._is_utf8 = self.info.encoding == "utf-8"
-        return utf8
+        if self._is_utf8 is None:
+            self._is_utf8 = self.info.encoding == "utf-8"
+        return self._is_utf8
 
     def _begin_command(self) -> bytes:
         """BEGIN with the session's transaction characteristics, as psycopg itself would issue it."""
