@@ -239,7 +239,37 @@ def test_a_failing_unit_in_a_batch_leaves_no_trace_and_fails_alone(store):
     assert isinstance(err, ValueError) and str(err) == "refused"
     assert last.result(timeout=WAIT) == 3
     assert stored(store) == {1: "x", 3: "x"}
-    assert (committer.batches - batches, committer.units - units) == (2, 4)  # the blocker, then one batch of 3
+    # The blocker, then one batch of 3. On PostgreSQL the refused unit's INSERT had reached the server, so the
+    # batch was rolled back and its two other units ran again as a batch of their own (the refused one alone).
+    again = (1, 2) if store.dialect == "postgresql" else (0, 0)
+    assert (committer.batches - batches, committer.units - units) == (2 + again[0], 4 + again[1])
+
+
+def test_a_unit_refused_before_its_writes_reached_the_store_costs_its_neighbours_nothing(store):
+    """Writes through `Prepared.send` wait in PostgreSQL's queue (pipelined.py): a unit refused with all its
+    writes still there is undone by dropping them, the batch is neither rolled back nor run again."""
+    committer = committer_of(store)
+    put_prepared = Prepared(insert(scratch), ["id", "tag"])
+    batches, units = committer.batches, committer.units
+    runs: list[int] = []
+
+    def refuse(conn: Any) -> None:
+        runs.append(1)
+        put_prepared.send(conn, {"id": 2, "tag": "refused"})
+        raise ValueError("refused")
+
+    def deferred(row_id: int) -> Callable[[Any], int]:
+        return lambda conn: put_prepared.send(conn, {"id": row_id, "tag": "x"}) or row_id
+
+    with writer_held(committer):
+        first = committer.submit(deferred(1))
+        failing = committer.submit(refuse)
+        last = committer.submit(deferred(3))
+
+    assert (first.result(timeout=WAIT), last.result(timeout=WAIT)) == (1, 3)
+    assert isinstance(error_of(failing), ValueError) and runs == [1]
+    assert stored(store) == {1: "x", 3: "x"}
+    assert (committer.batches - batches, committer.units - units) == (2, 4)
 
 
 def test_a_unit_failing_on_a_store_error_in_a_batch_fails_alone(store):
@@ -290,6 +320,42 @@ def test_a_refused_redemption_in_a_batch_leaves_no_trace_and_its_neighbours_comm
     assert txn_count(rt) == before + 3  # the refused ones recorded nothing
     report = verify_all(rt)
     assert not report.problems, report.problems
+
+
+def test_a_unit_refused_after_its_writes_reached_the_store_leaves_no_trace_and_the_rest_is_decided_again(store):
+    """On PostgreSQL a unit refused once a write of it went out (no savepoint to roll back to) rolls the batch
+    back: its neighbours run again as a batch, refusals included (the state they saw never became durable), and
+    the refused unit runs again alone for its final answer. SQLite rolls back to the unit's savepoint instead."""
+    committer = committer_of(store)
+    runs = {"a": 0, "refuses": 0, "exposed": 0, "b": 0}
+
+    def unit_a(conn: Any) -> str:
+        runs["a"] += 1
+        return f"a{runs['a']}" if put(conn, 1, "a") else ""
+
+    def refuses(conn: Any) -> None:
+        runs["refuses"] += 1
+        raise ValueError("refused before writing")
+
+    def exposed(conn: Any) -> None:
+        runs["exposed"] += 1
+        put(conn, 2, "exposed")
+        raise ValueError("refused after writing")
+
+    def unit_b(conn: Any) -> str:
+        runs["b"] += 1
+        return f"b{runs['b']}" if put(conn, 3, "b") else ""
+
+    with writer_held(committer):
+        futures = [committer.submit(fn) for fn in (unit_a, refuses, exposed, unit_b)]
+
+    fa, fr, fe, fb = futures
+    again = 2 if store.dialect == "postgresql" else 1  # b had not run yet when the batch was rolled back
+    assert (fa.result(timeout=WAIT), fb.result(timeout=WAIT)) == (f"a{again}", "b1")
+    assert str(error_of(fr)) == "refused before writing" and str(error_of(fe)) == "refused after writing"
+    assert runs == {"a": again, "refuses": again, "exposed": again, "b": 1}
+    assert stored(store) == {1: "a", 3: "b"}
+    assert store.write(inserter(4)) == 4  # and the writer carries on
 
 
 # --- lost races are run again ----------------------------------------------------------------------------------
@@ -428,7 +494,8 @@ def test_when_the_commit_fails_the_units_that_had_succeeded_are_run_again_alone(
 
     def refused(conn: Any) -> None:
         runs["refused"] += 1
-        put(conn, 3, "refused")
+        # A write still queued when the unit is refused (PostgreSQL): the batch goes on to its commit.
+        Prepared(insert(scratch), ["id", "tag"]).send(conn, {"id": 3, "tag": "refused"})
         raise ValueError("refused")
 
     def unit_b(conn: Any) -> str:

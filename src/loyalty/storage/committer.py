@@ -4,12 +4,16 @@
 
 A durable commit (an fsync) costs far more than the statements of one ledger operation, so committing each
 request on its own caps throughput at the disk's flush rate. The committer takes every unit of work waiting
-in its queue, runs each under its own SAVEPOINT inside one transaction, commits once, and only then answers
-each caller, so nothing is acknowledged before it is durable.
+in its queue, runs them inside one transaction, commits once, and only then answers each caller, so nothing
+is acknowledged before it is durable.
 
-- One failing unit never fails its neighbours: its savepoint is rolled back and its caller gets its error.
-- A unit that lost a race (a retryable store error) is rolled back to its savepoint and run again on its own
-  after the batch, through the ordinary retry loop.
+- One failing unit never fails its neighbours. On SQLite each unit runs under its own SAVEPOINT, rolled back
+  if it fails. On PostgreSQL a unit's writes wait in the connection's queue until a later round trip
+  (pipelined.py), so a unit refused before any of its writes went out is undone by dropping them; savepoints
+  there cost a fifth of the server's work per accrual (two statements and a subtransaction each). In the rare
+  case where the transaction holds some of a failing unit's writes, or a statement failed and aborted it, the
+  batch is rolled back and the other units run again as a new batch, the failing one after it on its own.
+- A unit that lost a race (a retryable store error) runs again on its own, through the ordinary retry loop.
 - If the commit itself fails, nothing of the batch is durable, so every unit that had succeeded runs again
   on its own; units are written to be safe to re-run (they only read and write through the connection).
 - Units that name the rows they lock (`key`) run in key order inside a batch, so batches of different
@@ -92,14 +96,11 @@ class _Batches:
                 raw = conn.connection.dbapi_connection
                 assert raw is not None
                 cursor = raw.cursor()
-                try:
+                if defers(raw):
+                    self._run_deferring(conn, cursor, raw, batch)
+                else:
                     for index in range(len(batch)):
                         self._in_savepoint(conn, cursor, batch, index)
-                    if defers(raw):
-                        self._send_last(conn, cursor, batch)
-                finally:
-                    if defers(raw):
-                        raw.issuer = None
                 cursor.close()
                 try:
                     self._commit(transaction)
@@ -108,6 +109,9 @@ class _Batches:
                     # but SQLite keeps it open (a deferred foreign key failed, say): end it on the driver.
                     _roll_back_driver(raw)
                     raise
+        except _Aborted as aborted:  # rolled back as the `with` ended
+            self._run_again(batch, aborted)
+            return
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 # The connection died, maybe during COMMIT: whether the batch is durable is unknown, so it is
@@ -130,63 +134,80 @@ class _Batches:
     def _commit(self, transaction: RootTransaction) -> None:
         transaction.commit()
 
+    # --- PostgreSQL: no savepoints --------------------------------------------------------------------------------
+
+    def _run_deferring(self, conn: Connection, cursor: Any, raw: Any, batch: list[_Unit]) -> None:
+        """Run the units one after another in the transaction; raise `_Aborted` when it cannot go on."""
+        try:
+            for index, unit in enumerate(batch):
+                raw.issuer, raw.issuer_wrote = unit, False
+                mark, sent = raw.queued(), raw.flushes
+                try:
+                    unit.result = unit.work(conn)
+                except DBAPIError as exc:
+                    raise self._aborted(batch, index, exc) from exc
+                except Exception as exc:  # a refusal (insufficient points, ...) or a bug
+                    if raw.issuer_wrote:  # some of its writes are in the transaction: only a rollback undoes them
+                        raise _Aborted(index, None) from exc
+                    # Its writes are all still queued (after the earlier units', unless a round trip sent those).
+                    raw.drop_queued(keep=mark if raw.flushes == sent else 0)
+                    unit.error = exc
+            # The writes still queued go now rather than with COMMIT, so a failure among them is laid at its unit.
+            try:
+                _statement(conn, cursor, None)
+            except DBAPIError as exc:
+                raise self._aborted(batch, len(batch) - 1, exc) from exc
+        finally:
+            raw.issuer = None
+
+    def _aborted(self, batch: list[_Unit], index: int, exc: DBAPIError) -> BaseException:
+        """Unit `index` met a store error, which aborted the transaction. The failing statement may be an earlier
+        unit's (a write of it deferred to this round trip): that one is to blame."""
+        if exc.connection_invalidated:
+            return exc
+        issuer = getattr(exc.orig, "issued_by", batch[index])
+        culprit = next((i for i in range(index + 1) if batch[i] is issuer), None)
+        return _Aborted(culprit, None if self.is_retryable(exc) else exc)
+
+    def _run_again(self, batch: list[_Unit], aborted: _Aborted) -> None:
+        """After a rollback: the units other than the culprit run again as a batch (in the same order, so it
+        reaches the states they were decided on), then the culprit alone, unless its store error is final. A
+        refusal decided in the rolled-back batch is decided again too: the state it saw never became durable."""
+        if aborted.culprit is None:  # blame unknown: each unit on its own
+            for unit in batch:
+                self._alone(unit)
+            return
+        culprit = batch[aborted.culprit]
+        rest = [unit for unit in batch if unit is not culprit]
+        for unit in rest:
+            unit.result, unit.error, unit.rerun = None, None, False
+        if rest:
+            self._run_batch(rest)
+        if aborted.error is not None:
+            _answer(culprit.future, error=aborted.error)
+        else:
+            self._alone(culprit)
+
+    # --- SQLite: a savepoint per unit -----------------------------------------------------------------------------
+
     def _in_savepoint(self, conn: Connection, cursor: Any, batch: list[_Unit], index: int) -> None:
         unit = batch[index]
-        raw = conn.connection.dbapi_connection
-        # PostgreSQL: the unit's writes wait for the next round trip (pipelined.py), the next unit's first one
-        # or the batch's last flush; whoever issued a statement that fails there answers for it.
-        deferring = defers(raw)
-        mark, sent = (raw.queued(), raw.flushes) if deferring else (0, 0)
-        if deferring:
-            raw.issuer = unit
-        _statement(conn, cursor, "SAVEPOINT unit", deferring)
+        _statement(conn, cursor, "SAVEPOINT unit")
         try:
             unit.result = unit.work(conn)
         except DBAPIError as exc:
-            self._roll_back_unit(conn, cursor, raw, deferring, mark, sent)
-            self._lay_blame(batch, index, exc)
-        except Exception as exc:  # a refusal (insufficient points, ...) or a bug: this unit only
-            self._roll_back_unit(conn, cursor, raw, deferring, mark, sent)
-            unit.error = exc
-        else:
-            _statement(conn, cursor, "RELEASE SAVEPOINT unit", deferring)
-
-    def _send_last(self, conn: Connection, cursor: Any, batch: list[_Unit]) -> None:
-        """Send the writes still deferred at the batch's end before COMMIT, so a failure among them fails
-        their unit (and is rolled back to its savepoint) rather than the whole commit."""
-        try:
-            _statement(conn, cursor, None)
-        except DBAPIError as exc:
-            if getattr(exc.orig, "issued_by", None) not in batch:
-                raise
             _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
             _statement(conn, cursor, "RELEASE SAVEPOINT unit")
-            self._lay_blame(batch, len(batch) - 1, exc)
-
-    def _lay_blame(self, batch: list[_Unit], index: int, exc: DBAPIError) -> None:
-        """Unit `index` met a store error, now rolled back to the innermost savepoint. The error may be an
-        earlier unit's (a deferred write of it failed in a later round trip, pipelined.py): then the savepoint
-        rolled back to was that unit's, and the units after it, whose statements never ran, run again alone."""
-        issuer = getattr(exc.orig, "issued_by", None)
-        first = next((i for i in range(index) if batch[i] is issuer), index)
-        for unit in batch[first + 1:index + 1]:
-            unit.result, unit.error, unit.rerun = None, None, True
-        culprit = batch[first]
-        culprit.result = None
-        if self.is_retryable(exc):
-            culprit.error, culprit.rerun = None, True
+            if self.is_retryable(exc):
+                unit.result, unit.rerun = None, True
+            else:
+                unit.result, unit.error = None, exc
+        except Exception as exc:  # a refusal (insufficient points, ...) or a bug: this unit only
+            _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
+            _statement(conn, cursor, "RELEASE SAVEPOINT unit")
+            unit.error = exc
         else:
-            culprit.error, culprit.rerun = exc, False
-
-    @staticmethod
-    def _roll_back_unit(conn: Connection, cursor: Any, raw: Any, deferring: bool, mark: int, sent: int) -> None:
-        if deferring and raw.flushes == sent:
-            raw.drop_queued(keep=mark)  # nothing of the unit reached the store, its SAVEPOINT included
-            return
-        if deferring:
-            raw.drop_queued()  # what is queued is the unit's, issued after its last round trip
-        _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
-        _statement(conn, cursor, "RELEASE SAVEPOINT unit", deferring)
+            _statement(conn, cursor, "RELEASE SAVEPOINT unit")
 
     def _alone(self, unit: _Unit) -> None:
         try:
@@ -197,14 +218,22 @@ class _Batches:
             _answer(unit.future, result)
 
 
-def _statement(conn: Connection, cursor: Any, sql: str | None, defer: bool = False) -> None:
-    """Run a savepoint statement on the driver's cursor (`defer`: queue it, pipelined.py; None: send what is
-    queued); its failure raised as SQLAlchemy's error type, marked when the connection is dead (the
-    transaction's rollback then discards it from the pool)."""
+class _Aborted(Exception):
+    """The batch's transaction must be rolled back (PostgreSQL): unit `culprit` failed (None: unknown), with a
+    store `error` that is its final answer, or None when it is to run again on its own."""
+
+    def __init__(self, culprit: int | None, error: DBAPIError | None):
+        super().__init__(culprit, error)
+        self.culprit = culprit
+        self.error = error
+
+
+def _statement(conn: Connection, cursor: Any, sql: str | None) -> None:
+    """Run a savepoint statement on the driver's cursor (None: send what is queued, pipelined.py); its failure
+    raised as SQLAlchemy's error type, marked when the connection is dead (the transaction's rollback then
+    discards it from the pool)."""
     try:
-        if defer:
-            cursor.connection.defer(sql)
-        elif sql is None:
+        if sql is None:
             cursor.connection.flush()
         else:
             cursor.execute(sql)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
 from loyalty.storage.cooperative import in_loop_writer, io_suspender
-from loyalty.storage.pipelined import PgConnection
+from loyalty.storage.pipelined import PgConnection, wrote_outside
 
 DEFAULT_URL = "sqlite:///./loyalty.db"
 
@@ -89,12 +89,14 @@ def _cooperative_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) 
     return PgConnection.connect(*cargs, **{**cparams, "prepare_threshold": None})
 
 
-def _send_deferred_first(conn: Any, _cursor: Any, _statement: Any, _parameters: Any, _context: Any,
+def _send_deferred_first(conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any,
                          _executemany: bool) -> None:
-    """A statement issued through SQLAlchemy goes after the writes deferred before it (pipelined.py)."""
+    """A statement issued through SQLAlchemy goes after the writes deferred before it (pipelined.py), and
+    counts as a write of the unit issuing it unless it is a SELECT."""
     raw = conn.connection.dbapi_connection
     if raw.queued():
         raw.flush()
+    wrote_outside(raw, statement)
 
 
 def _sqlite_engine(url: str, immediate: bool, size: int) -> Engine:

@@ -55,6 +55,10 @@ class PgConnection(CooperativeConnection):
         # of a deferred statement sent in a later unit's round trip is still laid at the right door
         # (`issued_by` on the raised error).
         self.issuer: Any = None
+        # Whether a statement of the current issuer that may change data has reached the server. The group
+        # committer runs units without savepoints here: a unit refused while all its writes still wait in the
+        # queue is undone by dropping them, one whose writes went out needs its transaction rolled back.
+        self.issuer_wrote = False
 
     def defers(self) -> bool:
         """Deferring is for transactions (their COMMIT flushes); an autocommit statement runs at once."""
@@ -86,6 +90,8 @@ class PgConnection(CooperativeConnection):
         statements = [(sql, self._encoded(params)) for sql, params in statements]
         queued = self._queued
         issuers = [*self._issuers, *[self.issuer] * len(statements)]
+        if self.issuer is not None and not self.issuer_wrote:
+            self.issuer_wrote = _writes_of(self.issuer, [*queued, *statements], issuers)
         if queued:
             self._queued, self._issuers = [], []
             self.flushes += 1
@@ -225,6 +231,19 @@ def _pipeline_results(pg: Any) -> Any:
         if result.status == _SYNC:
             return results
         results.append(result)
+
+
+def _writes_of(issuer: Any, statements: list[Statement], issuers: list[Any]) -> bool:
+    """Whether `statements` hold one of `issuer`'s that may change data (anything but a SELECT)."""
+    return any(who is issuer and not sql.startswith(b"SELECT") for (sql, _), who in zip(statements, issuers, strict=True))
+
+
+def wrote_outside(raw: Any, statement: str | None = None) -> None:
+    """Note a statement sent by other means than the pipeline (psycopg's cursors: SQLAlchemy's statements, a
+    COPY) as a write of the current issuer, unless it is a SELECT."""
+    if isinstance(raw, PgConnection) and raw.issuer is not None and not (
+            statement is not None and statement.lstrip()[:6].upper() == "SELECT"):
+        raw.issuer_wrote = True
 
 
 def defers(raw: Any) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.sqltypes import NullType
 
-from loyalty.storage.pipelined import PgConnection, Statement, defers
+from loyalty.storage.pipelined import PgConnection, Statement, defers, wrote_outside
 from loyalty.storage.types import UtcMicros, from_micros, to_micros
 
 _cursor_names = itertools.count(1)
@@ -224,14 +224,16 @@ class Prepared:
 
 
 def send_deferred(conn: Connection) -> None:
-    """Send the writes deferred on `conn` now (before a statement that cannot join their pipeline, such as a
-    COPY); a failure among them raised as SQLAlchemy's error type, naming the unit that issued it."""
+    """Send the writes deferred on `conn` now, before a write of the caller's own on the driver that cannot join
+    their pipeline (a COPY); a failure among them raised as SQLAlchemy's error type, naming the unit that issued
+    it. The caller's write counts as its unit's (pipelined.py)."""
     raw = conn.connection.dbapi_connection
     if defers(raw):
         try:
             raw.flush()  # type: ignore[union-attr]
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(exc, "(deferred writes)", None, conn) from exc
+        wrote_outside(raw)
 
 
 def _wrapped(exc: Exception, sql: str, params: Any, conn: Connection) -> Exception:
