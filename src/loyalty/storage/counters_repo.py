@@ -3,6 +3,7 @@
 A request on a hot endpoint checks two caches (tokens, catalogue), each against its counter. Inside
 `request_scope()` the first check reads every counter in one statement and the later ones reuse it: the caches
 are then as fresh as the request's start, which is the promise ("a change takes effect on the next request").
+A PostgreSQL server process holds the counters in memory instead, refreshed on notification (change_watch.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from loyalty.storage import change_watch
 from loyalty.storage.prepared import Prepared
 from loyalty.storage.tables import change_counters
 
@@ -21,6 +23,7 @@ _BUMP = Prepared(update(change_counters).where(change_counters.c.name == bindpar
                  .values(value=change_counters.c.value + 1))
 _CREATE = Prepared(insert(change_counters), ["name", "value"])
 _READ_ALL = Prepared(select(change_counters.c.name, change_counters.c.value))
+_NOTIFY = Prepared(select(func.pg_notify(change_watch.CHANNEL, bindparam("k_name"))))
 
 _in_request: ContextVar[dict[str, int] | None] = ContextVar("counters_in_request", default=None)
 
@@ -47,12 +50,30 @@ def read(conn: Connection, name: str) -> int:
         row = _READ.first(conn, {"k_name": name})
         return int(row[0]) if row else 0
     if not seen:
-        seen.update((str(n), int(v)) for n, v in _READ_ALL.all(conn, {}))
+        seen.update(_all(conn))
         seen.setdefault("", 0)  # read, even if the table is empty
     return seen.get(name, 0)
 
 
+def _all(conn: Connection) -> dict[str, int]:
+    """Every counter: the values a server process holds (PostgreSQL, change_watch.py), else from the store."""
+    watch = change_watch.watch_of(conn.engine.url) if conn.dialect.name == "postgresql" else None
+    generation = 0
+    if watch is not None:
+        held = watch.held()
+        if held is not None:
+            return held
+        generation = watch.generation()
+    values = {str(n): int(v) for n, v in _READ_ALL.all(conn, {})}
+    if watch is not None:
+        watch.keep(values, generation)
+    return values
+
+
 def bump(conn: Connection, name: str) -> None:
     """Call inside the transaction that changes what the counter guards, so both commit together."""
+    if conn.dialect.name == "postgresql":
+        change_watch.bumped(conn.engine.url)
+        _NOTIFY.send(conn, {"k_name": name})  # delivered to the listening server processes at commit
     if _BUMP.run(conn, {"k_name": name}) == 0:  # a store whose rows were removed: caches must still notice
         _CREATE.run(conn, {"name": name, "value": 1})

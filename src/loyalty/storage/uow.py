@@ -32,6 +32,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from loyalty.domain.errors import Unavailable
 from loyalty.storage import catalog_repo, counters_repo
+from loyalty.storage.change_watch import ChangeWatch
 from loyalty.storage.checkpoints import Checkpoints
 from loyalty.storage.committer import GroupCommitter
 from loyalty.storage.cooperative import LoopGate, io_suspender, wait
@@ -105,6 +106,7 @@ class Store:
             if engines.dialect == "postgresql" else None
         self._connected = False
         self._connect_again_at = 0.0
+        self._watch: ChangeWatch | None = None  # while a server's event loop runs (PostgreSQL)
 
     @classmethod
     def from_url(cls, url: str | None, pool_size: int = 20, group_commit: int = 0, writers: int = 0) -> Store:
@@ -113,6 +115,11 @@ class Store:
     @property
     def dialect(self) -> str:
         return self.engines.dialect
+
+    @property
+    def change_watch(self) -> ChangeWatch | None:
+        """What holds the change counters while a server's event loop runs (PostgreSQL; change_watch.py)."""
+        return self._watch
 
     @property
     def committer(self) -> GroupCommitter | None:
@@ -157,9 +164,15 @@ class Store:
                               commit_in_thread=self.dialect == "sqlite",
                               checkpoints=Checkpoints(path) if path is not None else None)
                 for i in range(self.writers)]
+        if self.dialect == "postgresql" and self._watch is None:
+            self._watch = ChangeWatch.for_engine(self.engines.writer)
+            self._watch.start(loop)
 
     async def detach_loop(self) -> None:
         """Finish the loop's queued writes; later writes go to writer threads (on the loop, at shutdown)."""
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            await watch.stop()
         committers, self._loop_committers = self._loop_committers, []
         self._closing = committers  # still counted in commit_stats while they finish
         for committer in committers:
