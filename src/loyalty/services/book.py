@@ -83,10 +83,11 @@ class Book:
 
     # --- time -------------------------------------------------------------------------------------------------
 
-    def settle(self) -> None:
-        """Apply every time-dependent effect that is due: temp deadlines, expirations, activations."""
+    def settle(self) -> bool:
+        """Apply every time-dependent effect that is due: temp deadlines, expirations, activations. Whether any
+        was due (what the caller read of the account's transactions and lots may have changed)."""
         if self.a.next_event_at is None or self.a.next_event_at > self.now:
-            return
+            return False
         for txn in ledger_repo.due_temp_txns(self.conn, self.a, self.now):
             self.release_temp(txn, status="rolled_back", at=txn.deadline_at or self.now)
         self.expire_due()
@@ -97,6 +98,7 @@ class Book:
         self.pay_debt()
         self.a.next_event_at = ledger_repo.next_event(self.conn, self.a)
         self._dirty = True
+        return True
 
     def expire_due(self) -> None:
         """Remove the remaining points of lots whose expiry has passed, as one `expiration` transaction."""
@@ -178,9 +180,7 @@ class Book:
 
     def return_points(self, txn_id: str, was_hold: bool) -> None:
         """Put back what a redemption took, into the same lots (keeping their expiry); expired ones expire."""
-        for lot_id, amount in ledger_repo.consumptions_of(self.conn, txn_id):
-            lot = ledger_repo.get_lot(self.conn, lot_id)
-            assert lot is not None
+        for lot, amount in ledger_repo.lots_taken_by(self.conn, txn_id):
             if was_hold:
                 lot.held -= amount
             lot.remaining += amount
@@ -202,9 +202,7 @@ class Book:
         txn.status = status
 
     def commit_hold(self, txn: Txn) -> None:
-        for lot_id, amount in ledger_repo.consumptions_of(self.conn, txn.id):
-            lot = ledger_repo.get_lot(self.conn, lot_id)
-            assert lot is not None
+        for lot, amount in ledger_repo.lots_taken_by(self.conn, txn.id):
             lot.held -= amount
             ledger_repo.save_lot(self.conn, lot)
         self._post(txn.id, "commit", held=-txn.amount)

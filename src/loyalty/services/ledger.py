@@ -287,13 +287,15 @@ def _resolve_txn(rt: Runtime, principal: Principal, cmd: TxnRefCmd, action: Any)
     txn, currency = rt.store.read(find)
 
     def work(conn: Connection) -> TxnResult:
-        book = Book.open(conn, txn.program_id, txn.profile_id, currency, rt.clock.now())
-        book.settle()  # a deadline that passed turns the transaction rolled_back before we look at it
-        current = ledger_repo.get_txn(conn, txn.id)
+        account, current, member = ledger_repo.lock_for_txn(conn, txn.program_id, txn.profile_id, currency.iid,
+                                                            txn.id)
+        book = Book(conn, account, currency, rt.clock.now())
+        if book.settle():  # a deadline that passed turns the transaction rolled_back before we look at it
+            current = ledger_repo.get_txn(conn, txn.id)
         assert current is not None
         if action is _do_cancel and current.status != "cancelled":
             # A removed member's accounts were zeroed; cancelling into them would invent debt.
-            active_member(conn, txn.program_id, txn.profile_id)
+            require_active(member, txn.program_id, txn.profile_id)
         action(book, current)
         book.finish()
         return TxnResult(current.id, format_amount(book.a.active, currency.precision))

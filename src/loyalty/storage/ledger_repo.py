@@ -52,6 +52,8 @@ _INSERT_TXN = Prepared(insert(transactions), _TXN_FIELDS)
 _GET_TXN = Prepared(select(*_TXN_COLUMNS).where(transactions.c.id == bindparam("k_id")))
 _TXN_BY_EID = Prepared(select(*_TXN_COLUMNS).where(transactions.c.program_id == bindparam("k_program"),
                                                    transactions.c.eid == bindparam("k_eid")))
+_TXNS_BY_EID_ANYWHERE = Prepared(select(*_TXN_COLUMNS).where(transactions.c.eid == bindparam("k_eid")).limit(10))
+_UPDATE_TXN: dict[tuple[str, ...], Prepared] = {}  # by the columns set (update_txn)
 _LOT_COLUMNS = [lots.c[name] for name in _LOT_FIELDS]
 _INSERT_LOT = Prepared(insert(lots), _LOT_KEY + _LOT_FIELDS)
 _GET_LOT = Prepared(select(*_LOT_COLUMNS).where(lots.c.id == bindparam("k_id")))
@@ -68,8 +70,10 @@ _SPENDABLE_LOTS = Prepared(
     .limit(bindparam("k_limit", type_=Integer)).offset(bindparam("k_offset", type_=Integer))
 )
 _INSERT_CONSUMPTION = Prepared(insert(consumptions), ["transaction_id", "lot_id", "program_id", "profile_id", "amount"])
-_CONSUMPTIONS_OF = Prepared(select(consumptions.c.lot_id, consumptions.c.amount)
-                            .where(consumptions.c.transaction_id == bindparam("k_id")))
+_LOTS_TAKEN_BY = Prepared(select(*_LOT_COLUMNS, consumptions.c.amount)
+                          .join_from(consumptions, lots, lots.c.id == consumptions.c.lot_id)
+                          .where(consumptions.c.transaction_id == bindparam("k_id"))
+                          .order_by(consumptions.c.lot_id))
 _POSTING_FIELDS = ["program_id", "profile_id", "currency_iid", "transaction_id", "reason", "d_active", "d_pending",
                    "d_held", "d_temp", "d_debt", "at"]
 _INSERT_POSTING = Prepared(insert(postings), _POSTING_FIELDS)
@@ -100,18 +104,31 @@ def lock_for_move(conn: Connection, program_id: int, profile_id: str, currency_i
     """What a movement needs under the member's lock, in one round trip on PostgreSQL: the account locked
     (created on first use), the transaction already recorded under `eid` (a retry), and the membership. The
     lock comes first, so the other two are read under it."""
+    txn_read = (_TXN_BY_EID, {"k_program": program_id, "k_eid": eid}) if eid is not None else None
+    return _locked_with(conn, program_id, profile_id, currency_iid, txn_read)
+
+
+def lock_for_txn(conn: Connection, program_id: int, profile_id: str, currency_iid: int,
+                 txn_id: str) -> tuple[Account, Txn | None, Member | None]:
+    """What a commit, rollback or cancel needs under the member's lock, in one round trip on PostgreSQL: the
+    account locked, the transaction as it stands under the lock, and the membership."""
+    return _locked_with(conn, program_id, profile_id, currency_iid, (_GET_TXN, {"k_id": txn_id}))
+
+
+def _locked_with(conn: Connection, program_id: int, profile_id: str, currency_iid: int,
+                 txn_read: tuple[Prepared, dict[str, Any]] | None) -> tuple[Account, Txn | None, Member | None]:
     key = _key(program_id, profile_id, currency_iid)
     reads = [(_LOCK_ACCOUNT if conn.dialect.name == "postgresql" else _READ_ACCOUNT, key),
              (GET_MEMBER, {"k_program": program_id, "k_profile": profile_id})]
-    if eid is not None:
-        reads.append((_TXN_BY_EID, {"k_program": program_id, "k_eid": eid}))
-    account_row, member_row, *first = Prepared.first_of_each(conn, *reads)
+    if txn_read is not None:
+        reads.append(txn_read)
+    account_row, member_row, *txn = Prepared.first_of_each(conn, *reads)
     if account_row is not None:
         account = Account(*account_row)
     else:
         account = lock_account(conn, program_id, profile_id, currency_iid)  # creates it
-    first_row = first[0] if first else None
-    return (account, Txn(*first_row) if first_row else None, Member(*member_row) if member_row else None)
+    txn_row = txn[0] if txn else None
+    return (account, Txn(*txn_row) if txn_row else None, Member(*member_row) if member_row else None)
 
 
 def save_account(conn: Connection, a: Account) -> None:
@@ -142,7 +159,14 @@ def insert_txn(conn: Connection, t: Txn) -> None:
 
 
 def update_txn(conn: Connection, txn_id: str, **values: Any) -> None:
-    conn.execute(update(transactions).where(transactions.c.id == txn_id).values(**values))
+    """Set columns of a transaction (deferred on PostgreSQL, see prepared.py); one statement per set of columns."""
+    names = tuple(sorted(values))
+    stmt = _UPDATE_TXN.get(names)
+    if stmt is None:
+        stmt = _UPDATE_TXN[names] = Prepared(update(transactions).where(transactions.c.id == bindparam("k_id"))
+                                             .values({name: bindparam(f"v_{name}", type_=transactions.c[name].type)
+                                                      for name in names}))
+    stmt.send(conn, {"k_id": txn_id, **{f"v_{name}": value for name, value in values.items()}})
 
 
 def get_txn(conn: Connection, txn_id: str) -> Txn | None:
@@ -156,10 +180,14 @@ def txn_by_eid(conn: Connection, program_id: int, eid: str) -> Txn | None:
 
 
 def txns_by_eid(conn: Connection, eid: str, program_ids: list[int] | None) -> list[Txn]:
-    stmt = select(transactions).where(transactions.c.eid == eid).limit(10)
-    if program_ids is not None:
-        stmt = stmt.where(transactions.c.program_id.in_(program_ids))
-    return [_txn(r) for r in conn.execute(stmt)]
+    """Transactions recorded under `eid` in any of `program_ids` (None: any program), at most 10."""
+    if program_ids is None:
+        return [Txn(*row) for row in _TXNS_BY_EID_ANYWHERE.all(conn, {"k_eid": eid})]
+    if len(program_ids) == 1:
+        row = _TXN_BY_EID.first(conn, {"k_program": program_ids[0], "k_eid": eid})
+        return [Txn(*row)] if row else []
+    stmt = select(*_TXN_COLUMNS).where(transactions.c.eid == eid, transactions.c.program_id.in_(program_ids))
+    return [_txn(r) for r in conn.execute(stmt.limit(10))]
 
 
 def due_temp_txns(conn: Connection, a: Account, now: datetime) -> list[Txn]:
@@ -296,8 +324,9 @@ def insert_consumptions(conn: Connection, a: Account, txn_id: str, taken: list[t
     ])
 
 
-def consumptions_of(conn: Connection, txn_id: str) -> list[tuple[str, int]]:
-    return [(r[0], r[1]) for r in _CONSUMPTIONS_OF.all(conn, {"k_id": txn_id})]
+def lots_taken_by(conn: Connection, txn_id: str) -> list[tuple[Lot, int]]:
+    """Each lot a redemption took points from, with the amount taken (one statement)."""
+    return [(_prepared_lot(row[:-1]), row[-1]) for row in _LOTS_TAKEN_BY.all(conn, {"k_id": txn_id})]
 
 
 def insert_postings(conn: Connection, rows: list[dict[str, Any]]) -> None:
