@@ -11,16 +11,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
-
 from loyalty.domain.dates import format_datetime, parse_datetime
 from loyalty.domain.errors import InvalidParameter
 from loyalty.domain.model import Account, Currency, Txn
 from loyalty.domain.points import format_amount
 from loyalty.services.commands import ExpiringCmd, HistoryCmd
 from loyalty.services.json_values import loads_exact
-from loyalty.services.ledger import Target, resolve, settled
-from loyalty.services.lookup import active_member
+from loyalty.services.ledger import Target, member_account, settled
 from loyalty.services.runtime import Runtime
 from loyalty.services.tokens import Principal
 from loyalty.storage import ledger_repo
@@ -29,12 +26,7 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 def _account_now(rt: Runtime, principal: Principal, cmd: Any) -> tuple[Target, Account | None]:
-    def read(conn: Connection) -> tuple[Target, Account | None]:
-        target = resolve(conn, principal, cmd, for_write=False, currency_required=True)
-        active_member(conn, target.program.id, target.profile_id)
-        return target, ledger_repo.read_account(conn, target.program.id, target.profile_id, target.currency.iid)
-
-    target, account = rt.store.read(read)
+    target, account = rt.store.read(lambda conn: member_account(conn, principal, cmd, currency_required=True))
     return target, settled(rt, target, account)
 
 

@@ -38,7 +38,6 @@ from loyalty.services.ids import new_txn_id
 from loyalty.services.json_values import dumps_canonical
 from loyalty.services.lookup import (
     MatchQuery,
-    active_member,
     currency_for,
     database_for_program,
     find_profile_id,
@@ -339,12 +338,7 @@ class Balances:
 def balance(rt: Runtime, principal: Principal, cmd: BalanceCmd) -> Balances:
     principal.require("loyalty:read")
 
-    def read(conn: Connection) -> tuple[Target, Any]:
-        target = resolve(conn, principal, cmd, for_write=False)
-        active_member(conn, target.program.id, target.profile_id)
-        return target, ledger_repo.read_account(conn, target.program.id, target.profile_id, target.currency.iid)
-
-    target, account = rt.store.read(read)
+    target, account = rt.store.read(lambda conn: member_account(conn, principal, cmd))
     account = settled(rt, target, account)
     p = target.currency.precision
     if account is None:
@@ -354,6 +348,17 @@ def balance(rt: Runtime, principal: Principal, cmd: BalanceCmd) -> Balances:
         format_amount(account.total, p), format_amount(account.active, p), format_amount(account.pending, p),
         format_amount(account.held, p), format_amount(account.temp_accrued, p),
     )
+
+
+def member_account(conn: Connection, principal: Principal, params: Any,
+                   currency_required: bool = False) -> tuple[Target, Account | None]:
+    """What a read of a member's account resolves to, and the account as stored (None: never used); refused
+    unless the profile is an active member. One round trip after the profile lookup."""
+    target = resolve(conn, principal, params, for_write=False, currency_required=currency_required)
+    member, account = ledger_repo.read_member_account(conn, target.program.id, target.profile_id,
+                                                      target.currency.iid)
+    require_active(member, target.program.id, target.profile_id)
+    return target, account
 
 
 def settled(rt: Runtime, target: Target, account: Account | None) -> Account | None:

@@ -88,6 +88,15 @@ def read_account(conn: Connection, program_id: int, profile_id: str, currency_ii
     return Account(*row) if row else None
 
 
+def read_member_account(conn: Connection, program_id: int, profile_id: str,
+                        currency_iid: int) -> tuple[Member | None, Account | None]:
+    """The membership and the account (None where missing), in one round trip on PostgreSQL."""
+    member_row, account_row = Prepared.first_of_each(
+        conn, (GET_MEMBER, {"k_program": program_id, "k_profile": profile_id}),
+        (_READ_ACCOUNT, _key(program_id, profile_id, currency_iid)))
+    return (Member(*member_row) if member_row else None, Account(*account_row) if account_row else None)
+
+
 def lock_account(conn: Connection, program_id: int, profile_id: str, currency_iid: int) -> Account:
     """Return the account locked for this transaction, creating it on first use."""
     stmt = _LOCK_ACCOUNT if conn.dialect.name == "postgresql" else _READ_ACCOUNT
