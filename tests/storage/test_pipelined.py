@@ -98,7 +98,7 @@ def test_a_unit_refused_before_its_first_round_trip_leaves_its_neighbours_whole(
     committer = committer_of(pg_store)
 
     def refused(conn: Any) -> None:
-        INSERT.send(conn, {"id": 5, "tag": "refused"})  # queued with the unit's SAVEPOINT, never sent
+        INSERT.send(conn, {"id": 5, "tag": "refused"})  # still queued when refused: dropped, never sent
         raise ValueError("refused")
 
     with writer_held(committer):
@@ -110,7 +110,7 @@ def test_a_unit_refused_before_its_first_round_trip_leaves_its_neighbours_whole(
     assert stored(pg_store) == {4: "ok", 6: "ok"}
 
 
-def test_a_unit_refused_after_a_round_trip_is_rolled_back_to_its_savepoint(pg_store):
+def test_a_unit_refused_after_one_of_its_writes_went_out_leaves_no_trace_and_its_neighbour_commits(pg_store):
     committer = committer_of(pg_store)
 
     def refused(conn: Any) -> None:
@@ -240,7 +240,7 @@ def test_a_write_the_store_cannot_take_fails_the_unit_that_issued_it_and_keeps_t
     committer = committer_of(pg_store)
 
     def reads_then_defers(conn: Any) -> int:
-        READ.first(conn, {"k_id": 1})  # a round trip: this unit's SAVEPOINT has reached the store
+        READ.first(conn, {"k_id": 1})  # a round trip before its write, which waits for the next one
         INSERT.send(conn, {"id": 1, "tag": "kept"})
         return 1
 

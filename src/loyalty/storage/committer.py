@@ -97,7 +97,7 @@ class _Batches:
                 assert raw is not None
                 cursor = raw.cursor()
                 if defers(raw):
-                    self._run_deferring(conn, cursor, raw, batch)
+                    self._run_deferring(conn, raw, batch)
                 else:
                     for index in range(len(batch)):
                         self._in_savepoint(conn, cursor, batch, index)
@@ -113,6 +113,11 @@ class _Batches:
             self._run_again(batch, aborted)
             return
         except DBAPIError as exc:
+            culprit = _blamed(batch, exc)
+            if culprit is not None and not exc.connection_invalidated:
+                # PostgreSQL: a write deferred to the COMMIT's round trip failed; the COMMIT did not run.
+                self._run_again(batch, _Aborted(culprit, None if self.is_retryable(exc) else exc))
+                return
             if exc.connection_invalidated:
                 # The connection died, maybe during COMMIT: whether the batch is durable is unknown, so it is
                 # not run again (writes without an eid would apply twice); callers retry with their eids.
@@ -136,7 +141,7 @@ class _Batches:
 
     # --- PostgreSQL: no savepoints --------------------------------------------------------------------------------
 
-    def _run_deferring(self, conn: Connection, cursor: Any, raw: Any, batch: list[_Unit]) -> None:
+    def _run_deferring(self, conn: Connection, raw: Any, batch: list[_Unit]) -> None:
         """Run the units one after another in the transaction; raise `_Aborted` when it cannot go on."""
         try:
             for index, unit in enumerate(batch):
@@ -152,11 +157,7 @@ class _Batches:
                     # Its writes are all still queued (after the earlier units', unless a round trip sent those).
                     raw.drop_queued(keep=mark if raw.flushes == sent else 0)
                     unit.error = exc
-            # The writes still queued go now rather than with COMMIT, so a failure among them is laid at its unit.
-            try:
-                _statement(conn, cursor, None)
-            except DBAPIError as exc:
-                raise self._aborted(batch, len(batch) - 1, exc) from exc
+            # The writes still queued go with the COMMIT; a failure among them names its unit (see _run_batch).
         finally:
             raw.issuer = None
 
@@ -165,8 +166,7 @@ class _Batches:
         unit's (a write of it deferred to this round trip): that one is to blame."""
         if exc.connection_invalidated:
             return exc
-        issuer = getattr(exc.orig, "issued_by", batch[index])
-        culprit = next((i for i in range(index + 1) if batch[i] is issuer), None)
+        culprit = _blamed(batch, exc) if hasattr(exc.orig, "issued_by") else index
         return _Aborted(culprit, None if self.is_retryable(exc) else exc)
 
     def _run_again(self, batch: list[_Unit], aborted: _Aborted) -> None:
@@ -216,6 +216,12 @@ class _Batches:
             _answer(unit.future, error=exc)
         else:
             _answer(unit.future, result)
+
+
+def _blamed(batch: list[_Unit], exc: DBAPIError) -> int | None:
+    """The index of the unit that issued the failing statement (pipelined.py's `issued_by`), if in `batch`."""
+    issuer = getattr(exc.orig, "issued_by", None)
+    return next((i for i, unit in enumerate(batch) if unit is issuer), None) if issuer is not None else None
 
 
 class _Aborted(Exception):
