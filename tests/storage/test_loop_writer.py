@@ -305,6 +305,32 @@ def test_on_sqlite_the_loop_writer_commits_on_a_thread_while_the_loop_goes_on(sq
     assert ticks >= 10  # the loop kept running through the 0.3 s commit
 
 
+def test_on_sqlite_quick_commits_run_on_the_loop_and_commits_that_turn_slow_go_back_to_the_thread(sqlite_loop_store):
+    store = sqlite_loop_store
+    committed_on: list[str] = []
+    slow = threading.Event()
+
+    @event.listens_for(store.engines.writer, "commit")
+    def record(_conn: Any) -> None:
+        committed_on.append(threading.current_thread().name)
+        if slow.is_set():
+            time.sleep(0.02)
+
+    async def main() -> str:
+        for i in range(60):
+            await run_suspendable(store.write, inserter(i))
+        slow.set()
+        for i in range(60, 80):
+            await run_suspendable(store.write, inserter(i))
+        return threading.current_thread().name
+
+    loop_thread = on_loop(store, main)
+    assert committed_on[0] != loop_thread  # a disk is taken for slow until its commits show otherwise
+    assert committed_on[59] == loop_thread  # these commits took well under INLINE_COMMIT_SEC
+    assert committed_on[-1] != loop_thread  # 20 ms commits went back to the thread
+    assert len(stored(store)) == 80
+
+
 def test_a_loop_writer_stopped_while_its_commit_is_in_flight_answers_with_the_commit_s_outcome(sqlite_loop_store):
     store = sqlite_loop_store
     slow_commits(store, 0.3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from loyalty.services.runtime import Runtime
 from loyalty.storage import migrate
 
 GC_YOUNG_THRESHOLD = 5000  # allocations between young-generation collections (CPython's default: 700)
+GIL_SWITCH_INTERVAL_SEC = 0.001  # CPython's default: 0.005
 
 
 class LoyaltyApp(FastAPI):
@@ -54,12 +56,22 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
+def _shorten_gil_hand_offs() -> None:
+    """The server's other threads (SQLite's commit thread, the job runner) wait for the GIL while the event loop
+    runs requests, and CPython makes the loop hand it over only every 5 ms: a commit done on its thread waited
+    that long to answer its batch. With 1 ms the slowest 1% of answers of the SQLite checkout mix at half load
+    went from about 13 to 10 ms (mean of four paced runs each), throughput unchanged."""
+    if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_SEC:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_SEC)
+
+
 def create_app(rt: Runtime, run_jobs: bool | None = None) -> FastAPI:
     jobs = JobRunner(rt) if (rt.settings.run_jobs if run_jobs is None else run_jobs) else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         _settle_garbage_collector()
+        _shorten_gil_hand_offs()
         rt.store.attach_loop(asyncio.get_running_loop())
         if jobs is not None:
             jobs.start()

@@ -10,9 +10,10 @@ their units over with `call_soon_threadsafe` and block on the future as before. 
 writer has stopped (shutdown) go to a writer thread (`after_stop`), so no write is refused or lost.
 
 SQLite runs its batches on the loop too: its statements never wait for a server, so the thread only cost
-hand-offs (each statement gives up the GIL and must win it back from the loop). Only the COMMIT, an fsync that
-would stop the loop, runs on a thread of its own (`commit_in_thread`) while the batch's greenlet is suspended;
-the loop parses the next requests meanwhile, and they form the next batch. (A unit that lost a race, or every
+hand-offs (each statement gives up the GIL and must win it back from the loop). The COMMIT, an fsync that would
+stop the loop, runs on a thread of its own (`commit_in_thread`) while the batch's greenlet is suspended, when
+commits take long (a disk without a write cache): the loop parses the next requests meanwhile, and they form the
+next batch. When they are quick (INLINE_COMMIT_SEC) the loop commits itself: the hand-off costs more. (A unit that lost a race, or every
 unit of a batch whose COMMIT failed, runs again through the store's ordinary write path, whose COMMIT does
 stop the loop: a rare path, kept simple.)
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +39,10 @@ from loyalty.storage.cooperative import in_loop_writer, run_suspendable, suspend
 
 log = logging.getLogger("loyalty.storage")
 CLOSE_WAIT_SEC = 30.0  # as long as a writer thread's stop() waits
+# SQLite commits taking less than this on average run on the loop itself: handing one to the commit thread and
+# back costs the loop about 150 µs of CPU (a thread wake-up, two GIL hand-offs, a loop wake-up), more than an
+# fsync takes on a disk with a fast write cache. Slower disks keep their commits on the thread.
+INLINE_COMMIT_SEC = 0.0005
 
 
 class LoopCommitter(_Batches):
@@ -51,6 +57,10 @@ class LoopCommitter(_Batches):
         self.loop = loop
         self.checkpoints = checkpoints  # SQLite: run on the commit thread, after the answers (checkpoints.py)
         self._commits = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-commit") if commit_in_thread else None
+        # Moving average of how long a commit takes (see INLINE_COMMIT_SEC); the disk is taken for a slow one until
+        # commits show otherwise (a few dozen).
+        self._commit_sec = 0.01
+        self._checkpoint: Future[None] | None = None  # the last checkpoint handed to the commit thread
         self.single_unit_alone = not commit_in_thread  # a lone unit's commit must not stop the loop either
         self._interrupted: BaseException | None = None  # a stop that came while a commit was in flight
         self.after_stop = after_stop  # who takes the units that arrive once this writer is stopped
@@ -138,10 +148,13 @@ class LoopCommitter(_Batches):
         if self._commits is None:
             transaction.commit()
             return
-        if self.checkpoints is not None:
-            done = self._commits.submit(self._commit_then_checkpoint, transaction)
-        else:
-            done = self._commits.submit(transaction.commit)
+        checkpoint = self._checkpoint
+        if self._commit_sec < INLINE_COMMIT_SEC and (checkpoint is None or checkpoint.done()):
+            # On the loop: shorter than handing it to the thread. Not while a checkpoint runs there: the commit
+            # then queues behind it, so their syncs never fight over the disk (checkpoints.py).
+            self._commit_then_checkpoint(transaction)
+            return
+        done = self._commits.submit(self._commit_then_checkpoint, transaction)
         try:
             wait(done)
         except Exception:  # the COMMIT failed: the batch handles it (its units run again, one by one)
@@ -153,14 +166,17 @@ class LoopCommitter(_Batches):
             done.result()
 
     def _commit_then_checkpoint(self, transaction: RootTransaction) -> None:
-        """On the commit thread: the commit, then a checkpoint if one is due, queued on this thread: the batch is
-        answered as soon as the commit returns, while the checkpoint runs."""
+        """The commit (timed), then a checkpoint if one is due, queued on the commit thread: the batch is answered
+        as soon as the commit returns, while the checkpoint runs."""
         checkpoints = self.checkpoints
-        assert checkpoints is not None and self._commits is not None
-        checkpoints.before_commit(transaction.connection.connection)
+        assert self._commits is not None
+        if checkpoints is not None:
+            checkpoints.before_commit(transaction.connection.connection)
+        started = time.perf_counter()
         transaction.commit()
-        if checkpoints.due_after_commit():
-            self._commits.submit(checkpoints.run)
+        self._commit_sec += (time.perf_counter() - started - self._commit_sec) * 0.1
+        if checkpoints is not None and checkpoints.due_after_commit():
+            self._checkpoint = self._commits.submit(checkpoints.run)
 
     async def close(self) -> None:
         """Finish what is queued, then stop (on the loop, at shutdown); later units go to `after_stop`."""
