@@ -195,17 +195,14 @@ class _Batches:
         _statement(conn, cursor, "SAVEPOINT unit")
         try:
             unit.result = unit.work(conn)
-        except DBAPIError as exc:
+        except Exception as exc:  # a refusal (insufficient points, ...), a store error or a bug: this unit only
             _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
             _statement(conn, cursor, "RELEASE SAVEPOINT unit")
-            if self.is_retryable(exc):
-                unit.result, unit.rerun = None, True
+            unit.result = None
+            if isinstance(exc, DBAPIError) and self.is_retryable(exc):
+                unit.rerun = True  # a lost race: run again alone after the batch
             else:
-                unit.result, unit.error = None, exc
-        except Exception as exc:  # a refusal (insufficient points, ...) or a bug: this unit only
-            _statement(conn, cursor, "ROLLBACK TO SAVEPOINT unit")
-            _statement(conn, cursor, "RELEASE SAVEPOINT unit")
-            unit.error = exc
+                unit.error = exc
         else:
             _statement(conn, cursor, "RELEASE SAVEPOINT unit")
 
@@ -234,15 +231,11 @@ class _Aborted(Exception):
         self.error = error
 
 
-def _statement(conn: Connection, cursor: Any, sql: str | None) -> None:
-    """Run a savepoint statement on the driver's cursor (None: send what is queued, pipelined.py); its failure
-    raised as SQLAlchemy's error type, marked when the connection is dead (the transaction's rollback then
-    discards it from the pool)."""
+def _statement(conn: Connection, cursor: Any, sql: str) -> None:
+    """Run a savepoint statement on the driver's cursor; its failure raised as SQLAlchemy's error type, marked
+    when the connection is dead (the transaction's rollback then discards it from the pool)."""
     try:
-        if sql is None:
-            cursor.connection.flush()
-        else:
-            cursor.execute(sql)
+        cursor.execute(sql)
     except conn.dialect.loaded_dbapi.Error as exc:
         lost = conn.invalidated or conn.dialect.is_disconnect(exc, cursor.connection, cursor)
         raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect,
