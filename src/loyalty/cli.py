@@ -48,19 +48,21 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     import uvicorn
 
     from loyalty.api.app import create_app
+    from loyalty.api.http_protocol import HttpProtocol
 
     rt = _runtime()
     typer.echo(f"Loyalty Engine on http://{host}:{port}/api/v1.1/ (store: {rt.store.dialect}, "
                f"{workers} worker{'s' if workers > 1 else ''})", err=True)
     if workers == 1:
-        uvicorn.run(create_app(rt, run_jobs=jobs), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(create_app(rt, run_jobs=jobs), host=host, port=port, log_level="warning", access_log=False,
+                    http=HttpProtocol)
         return
     # Each worker builds its own runtime from the environment (connections cannot cross processes). Jobs may
     # run in all of them: every job and export is leased in the store, so each run happens once.
     rt.close()
     os.environ["LOYALTY_RUN_JOBS"] = "true" if jobs else "false"
     uvicorn.run("loyalty.api.app:app_from_env", factory=True, workers=workers, host=host, port=port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, http=HttpProtocol)
 
 
 @app.command()
