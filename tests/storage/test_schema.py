@@ -67,3 +67,34 @@ def test_migration_0003_downgrades_and_upgrades_again(store_url):
             assert "ix_transactions_temp_account" in index_definitions(conn)
     finally:
         engine.dispose()
+
+
+def test_only_transactions_with_a_promotion_have_an_entry_in_the_promotion_uses_index(store_url):
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            definitions = index_definitions(conn)
+    finally:
+        engine.dispose()
+    assert "WHERE" in definitions["ix_transactions_promo"] and "promo_iid IS NOT NULL" in definitions[
+        "ix_transactions_promo"].replace("(", "").replace(")", "")
+    assert "ix_transactions_eid" not in definitions  # eid lookups probe the (program_id, eid) key instead
+
+
+def test_migration_0004_downgrades_and_upgrades_again(store_url):
+    engine = create_engine(store_url)
+    try:
+        migrate.downgrade(engine, "0003")
+        with engine.connect() as conn:
+            names = index_definitions(conn)
+        assert "ix_transactions_eid" in names and "WHERE" not in names["ix_transactions_promo"]
+    finally:
+        migrate.upgrade(engine)  # the session's store stays at head whatever happened
+        engine.dispose()
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            assert "ix_transactions_eid" not in index_definitions(conn)
+    finally:
+        engine.dispose()

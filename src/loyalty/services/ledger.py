@@ -311,8 +311,8 @@ def _find_txn(conn: Connection, principal: Principal, cmd: TxnRefCmd) -> Txn:
             raise TransactionNotFound(f"Transaction {cmd.transaction_id} not found in that program")
     else:
         assert cmd.transaction_eid
-        programs = [cmd.loyalty_program_id] if cmd.loyalty_program_id is not None else (
-            sorted(principal.programs) if principal.programs is not None else None)
+        programs = [cmd.loyalty_program_id] if cmd.loyalty_program_id is not None else sorted(
+            principal.programs if principal.programs is not None else catalog_repo.snapshot(conn).programs)
         found = ledger_repo.txns_by_eid(conn, cmd.transaction_eid, programs)
         if not found:
             raise TransactionNotFound(f"Transaction with eid {cmd.transaction_eid!r} not found")

@@ -52,7 +52,6 @@ _INSERT_TXN = Prepared(insert(transactions), _TXN_FIELDS)
 _GET_TXN = Prepared(select(*_TXN_COLUMNS).where(transactions.c.id == bindparam("k_id")))
 _TXN_BY_EID = Prepared(select(*_TXN_COLUMNS).where(transactions.c.program_id == bindparam("k_program"),
                                                    transactions.c.eid == bindparam("k_eid")))
-_TXNS_BY_EID_ANYWHERE = Prepared(select(*_TXN_COLUMNS).where(transactions.c.eid == bindparam("k_eid")).limit(10))
 _UPDATE_TXN: dict[tuple[str, ...], Prepared] = {}  # by the columns set (update_txn)
 _LOT_COLUMNS = [lots.c[name] for name in _LOT_FIELDS]
 _INSERT_LOT = Prepared(insert(lots), _LOT_KEY + _LOT_FIELDS)
@@ -188,10 +187,10 @@ def txn_by_eid(conn: Connection, program_id: int, eid: str) -> Txn | None:
     return Txn(*row) if row else None
 
 
-def txns_by_eid(conn: Connection, eid: str, program_ids: list[int] | None) -> list[Txn]:
-    """Transactions recorded under `eid` in any of `program_ids` (None: any program), at most 10."""
-    if program_ids is None:
-        return [Txn(*row) for row in _TXNS_BY_EID_ANYWHERE.all(conn, {"k_eid": eid})]
+def txns_by_eid(conn: Connection, eid: str, program_ids: list[int]) -> list[Txn]:
+    """Transactions recorded under `eid` in any of `program_ids`, at most 10 (probes of the (program, eid) key)."""
+    if not program_ids:
+        return []
     if len(program_ids) == 1:
         row = _TXN_BY_EID.first(conn, {"k_program": program_ids[0], "k_eid": eid})
         return [Txn(*row)] if row else []

@@ -303,8 +303,9 @@ Index(
     sqlite_where=text("status = 'temp'"),
     postgresql_where=text("status = 'temp'"),
 )
-Index("ix_transactions_eid", transactions.c.eid)
-Index("ix_transactions_promo", transactions.c.promo_iid, transactions.c.recorded_at)
+# Promotion limits count a promotion's uses; most transactions have none, and need no entry.
+Index("ix_transactions_promo", transactions.c.promo_iid, transactions.c.recorded_at,
+      sqlite_where=text("promo_iid IS NOT NULL"), postgresql_where=text("promo_iid IS NOT NULL"))
 Index("ix_transactions_export", transactions.c.program_id, transactions.c.currency_iid, transactions.c.created_at,
       transactions.c.id)
 
