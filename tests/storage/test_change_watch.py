@@ -102,7 +102,6 @@ def test_a_change_committed_by_another_session_drops_the_held_counters(pg_api, r
     with psycopg.connect(plain_url(store_url), autocommit=True) as conn:
         with conn.transaction():
             conn.execute("UPDATE change_counters SET value = value + 1 WHERE name = 'tokens'")
-            conn.execute("SELECT pg_notify(%s, 'tokens')", (change_watch.CHANNEL,))
             assert watch.held() is not None  # nothing is delivered before the commit
     assert until(lambda: watch.held() is None, 5)
 
@@ -135,3 +134,34 @@ def test_while_the_listening_session_is_down_counters_are_read_per_request_until
     before = len(counter_reads)
     ok(pg_api.call("loyalty/account/balance", **WHO))
     assert len(counter_reads) == before
+
+
+def test_after_a_bump_of_this_process_a_notification_from_elsewhere_does_not_bring_the_held_values_back(
+        pg_api, rt, store_url):
+    """A notification cannot tell whose commit it announces: this process's bump keeps the held values unused
+    for its whole wait, so a request never sees values read before that bump's commit."""
+    pg_api.member(ANN)
+    watch = rt.store.change_watch
+    assert watch is not None and until(lambda: watch.listening)
+    ok(pg_api.call("loyalty/account/balance", **WHO))
+    assert watch.held() is not None
+    change_watch.bumped(rt.store.engines.writer.url)  # as a bump inside a transaction not yet committed does
+    generation = watch.generation()
+    with psycopg.connect(plain_url(store_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, 'catalog')", (change_watch.CHANNEL,))
+    assert until(lambda: watch.generation() != generation, 5)  # the other session's notification came
+    ok(pg_api.call("loyalty/account/balance", **WHO))  # reads the counters, and may keep them
+    assert watch.held() is None
+
+
+def test_any_bump_of_a_change_counter_notifies_even_one_made_by_hand(pg_api, rt, store_url):
+    """The notification comes from a trigger on the counters, so processes of an older version, or an operator's
+    SQL, are heard too."""
+    pg_api.member(ANN)
+    watch = rt.store.change_watch
+    assert watch is not None and until(lambda: watch.listening)
+    ok(pg_api.call("loyalty/account/balance", **WHO))
+    assert watch.held() is not None
+    with psycopg.connect(plain_url(store_url), autocommit=True) as conn:
+        conn.execute("UPDATE change_counters SET value = value + 1 WHERE name = 'tokens'")
+    assert until(lambda: watch.held() is None, 5)

@@ -33,14 +33,15 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from loyalty.domain.errors import InsufficientPoints, Unavailable
+from loyalty.domain.errors import InsufficientPoints, NotAMember, Unavailable
 from loyalty.services import ledger, members, profiles, tokens
 from loyalty.services.commands import AccrueCmd, BalanceCmd, RedeemCmd, RegisterCmd
 from loyalty.services.runtime import Runtime
 from loyalty.services.verify import verify_all
 from loyalty.storage.committer import GroupCommitter
 from loyalty.storage.prepared import Prepared
-from loyalty.storage.tables import transactions
+from loyalty.storage.tables import accounts, transactions
+from loyalty.storage.tables import profiles as profiles_table
 from loyalty.storage.uow import Store
 from tests.conftest import make_runtime
 
@@ -358,6 +359,32 @@ def test_a_unit_refused_after_its_writes_reached_the_store_leaves_no_trace_and_t
     assert store.write(inserter(4)) == 4  # and the writer carries on
 
 
+def test_a_move_for_a_profile_that_is_not_a_member_is_refused_without_writing_and_costs_its_batch_nothing(
+        rt, program):
+    """No account is created for a non-member before the refusal: on PostgreSQL that write would have rolled the
+    whole batch back and run its neighbours again."""
+    enrol(rt, "ann@example.com")
+    profiles.add(rt, ADMIN, 1, {"email": "stranger@example.com"})
+    committer = committer_of(rt.store)
+    batches, units = committer.batches, committer.units
+
+    def move(email: str) -> Future[Any]:
+        work, key = ledger._prepare_move(rt, ADMIN, AccrueCmd(**who(email), amount="5"), "accrual")
+        return committer.submit(work, key)
+
+    with writer_held(committer):
+        ann = move("ann@example.com")
+        stranger = move("stranger@example.com")
+        ann_again = move("ann@example.com")
+
+    assert isinstance(error_of(stranger), NotAMember)
+    assert (ann.result(timeout=WAIT).balance, ann_again.result(timeout=WAIT).balance) == ("55.00", "60.00")
+    assert (committer.batches - batches, committer.units - units) == (2, 4)  # the blocker, then one batch of 3
+    strangers_accounts = select(func.count()).select_from(accounts).where(accounts.c.profile_id.in_(
+        select(profiles_table.c.id).where(profiles_table.c.email == "stranger@example.com")))
+    assert rt.store.read(lambda conn: conn.execute(strangers_accounts).scalar_one()) == 0
+
+
 # --- lost races are run again ----------------------------------------------------------------------------------
 
 def _duplicate_key(conn: Any) -> None:
@@ -475,9 +502,9 @@ def wait_for_a_lock_wait(rt: Runtime) -> bool:
     return False
 
 
-def test_when_the_commit_fails_the_units_that_had_succeeded_are_run_again_alone(store):
+def test_when_the_commit_fails_every_unit_of_the_batch_runs_again_alone(store):
     """A deferred foreign key is checked at COMMIT: the batch's commit fails, nothing of it is durable, and every
-    unit that had succeeded runs again on its own; a unit that had already failed keeps its own error."""
+    unit runs again on its own, a refused one too (the state it was refused on never became durable)."""
     committer = committer_of(store)
     runs = {"a": 0, "culprit": 0, "refused": 0, "b": 0}
 
@@ -513,7 +540,7 @@ def test_when_the_commit_fails_the_units_that_had_succeeded_are_run_again_alone(
     assert fb.result(timeout=WAIT) == "b2"
     assert fc.result(timeout=WAIT) == "culprit2"
     assert isinstance(error_of(fr), ValueError)
-    assert runs == {"a": 2, "culprit": 2, "refused": 1, "b": 2}
+    assert runs == {"a": 2, "culprit": 2, "refused": 2, "b": 2}
     assert stored(store) == {1: "a", 2: "b"}  # each once: the failed batch left nothing behind
     children = store.read(lambda conn: conn.execute(select(scratch_child.c.id, scratch_child.c.parent_id)).all())
     assert [tuple(r) for r in children] == [(10, 1)]

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import os
+import socket
+import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy import bindparam, literal, select
 
-from loyalty.storage.cooperative import run_suspendable, suspend
+from loyalty.storage.cooperative import _SocketWatch, run_suspendable, suspend
 from loyalty.storage.prepared import Prepared
 from loyalty.storage.uow import Store
 from tests.storage.test_committer import scratch_store
@@ -57,6 +62,38 @@ def test_a_call_cancelled_while_suspended_raises_and_the_next_call_runs_normally
         return await run_suspendable(lambda: suspend(asyncio.sleep(0, result=7)))
 
     assert asyncio.run(main()) == 7
+
+
+def test_an_idle_greenlet_keeps_nothing_of_its_last_call_alive():
+    class Payload:
+        pass
+
+    async def main() -> weakref.ref[Payload]:
+        result = await run_suspendable(Payload)
+        return weakref.ref(result)
+
+    answer = asyncio.run(main())
+    gc.collect()
+    assert answer() is None
+
+
+def test_a_socket_watch_on_a_stopped_loop_is_released_from_any_thread():
+    loop = asyncio.new_event_loop()
+    ours, theirs = socket.socketpair()
+    try:
+        watch = _SocketWatch(loop, ours.fileno())
+        watch.readable(loop.create_future())
+        assert watch.registered
+        releasing = threading.Thread(target=watch.discard)
+        releasing.start()
+        releasing.join()
+        assert not watch.registered
+        with pytest.raises(OSError):
+            os.fstat(watch.fd)  # the duplicate descriptor is closed
+    finally:
+        loop.close()
+        ours.close()
+        theirs.close()
 
 
 @pytest.fixture

@@ -2,13 +2,14 @@
 
 Every request checks its token and the catalogue against their change counters (counters_repo.py), which cost a
 round trip of their own: measured, about a tenth of a request's CPU on both sides. A server process instead
-listens on a channel that every counter bump notifies, inside the bumping transaction (PostgreSQL delivers it at
-commit, and never if it rolls back). The counters are read once and held until the next notification.
+listens on a channel that a trigger on `change_counters` notifies at every bump, inside the bumping transaction
+(PostgreSQL delivers it at commit, and never if it rolls back; migration 0004). The counters are read once and
+held until the next notification.
 
 What is promised stays "a change takes effect on the next request", with these bounds:
-- A bump in this process (any store on the same database) stops the held values being used at once, until a
-  notification comes (its own commit's) or `LOCAL_WAIT_SEC` passes (it rolled back): this process's own
-  requests never see an older value than their writes left.
+- A bump in this process (any store on the same database) stops the held values being used for
+  `LOCAL_WAIT_SEC`, by when its own commit's notification has dropped whatever was read before that commit:
+  this process's own requests never see an older value than their writes left.
 - Another process's commit reaches this one as fast as PostgreSQL delivers the notification, well under a
   millisecond on one host. Held values are dropped after `MAX_AGE_SEC` whatever happens, and the listening
   session is checked every `PING_SEC`.
@@ -82,7 +83,9 @@ class ChangeWatch:
     def changed(self, local: bool = False) -> None:
         self._generation += 1
         self._values = None
-        self._local_until = time.monotonic() + LOCAL_WAIT_SEC if local else 0.0
+        if local:
+            # Not shortened by a notification: one cannot tell whose commit it announces.
+            self._local_until = time.monotonic() + LOCAL_WAIT_SEC
 
     # --- the listening session ----------------------------------------------------------------------------------
 

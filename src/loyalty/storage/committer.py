@@ -14,8 +14,8 @@ is acknowledged before it is durable.
   case where the transaction holds some of a failing unit's writes, or a statement failed and aborted it, the
   batch is rolled back and the other units run again as a new batch, the failing one after it on its own.
 - A unit that lost a race (a retryable store error) runs again on its own, through the ordinary retry loop.
-- If the commit itself fails, nothing of the batch is durable, so every unit that had succeeded runs again
-  on its own; units are written to be safe to re-run (they only read and write through the connection).
+- If the commit itself fails, nothing of the batch is durable, so every unit runs again on its own (refused
+  ones too); units are written to be safe to re-run (they only read and write through the connection).
 - Units that name the rows they lock (`key`) run in key order inside a batch, so batches of different
   processes lock accounts in one global order and cannot deadlock each other on PostgreSQL.
 """
@@ -125,11 +125,11 @@ class _Batches:
                 for unit in batch:
                     _answer(unit.future, error=Unavailable("The store connection was lost; retry later"))
                 return
-            # The commit (or the transaction) failed: nothing of the batch is durable; run each unit alone.
+            # The commit (or the transaction) failed: nothing of the batch is durable; run each unit alone. A
+            # refusal is decided again too: the state it was decided on never became durable.
             log.warning("group commit of %d units failed (%s); running them one by one", len(batch), exc)
             for unit in batch:
-                if unit.error is None or unit.rerun:
-                    unit.error, unit.rerun = None, True
+                unit.result, unit.error, unit.rerun = None, None, True
         for unit in batch:
             if unit.rerun:
                 self._alone(unit)

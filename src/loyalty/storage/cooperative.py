@@ -95,10 +95,12 @@ async def run_suspendable(fn: Callable[..., T], *args: Any) -> T:
     runner.gr_context = None
     if len(pool) < MAX_IDLE:
         pool.append(runner)
-    if value.error is not None:
-        error, value.error = value.error, None
+    # The idle greenlet's frame still refers to this outcome: keep neither the answer nor the error alive.
+    result, error = value.value, value.error
+    value.value = value.error = None
+    if error is not None:
         raise error
-    return value.value  # type: ignore[no-any-return]
+    return result  # type: ignore[no-any-return]
 
 
 def suspendable() -> bool:
@@ -159,7 +161,7 @@ class _SocketWatch:
         try:
             if self.loop.is_closed():
                 os.close(self.fd)
-            elif _on_loop_thread(self.loop):
+            elif _on_loop_thread(self.loop) or not self.loop.is_running():  # a stopped loop would never call back
                 self._close()
             else:
                 self.loop.call_soon_threadsafe(self._close)

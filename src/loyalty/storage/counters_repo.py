@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from loyalty.storage import change_watch
 from loyalty.storage.prepared import Prepared
@@ -23,7 +23,6 @@ _BUMP = Prepared(update(change_counters).where(change_counters.c.name == bindpar
                  .values(value=change_counters.c.value + 1))
 _CREATE = Prepared(insert(change_counters), ["name", "value"])
 _READ_ALL = Prepared(select(change_counters.c.name, change_counters.c.value))
-_NOTIFY = Prepared(select(func.pg_notify(change_watch.CHANNEL, bindparam("k_name"))))
 
 _in_request: ContextVar[dict[str, int] | None] = ContextVar("counters_in_request", default=None)
 
@@ -73,7 +72,7 @@ def _all(conn: Connection) -> dict[str, int]:
 def bump(conn: Connection, name: str) -> None:
     """Call inside the transaction that changes what the counter guards, so both commit together."""
     if conn.dialect.name == "postgresql":
+        # A trigger notifies the listening server processes, delivered at commit (migration 0004).
         change_watch.bumped(conn.engine.url)
-        _NOTIFY.send(conn, {"k_name": name})  # delivered to the listening server processes at commit
     if _BUMP.run(conn, {"k_name": name}) == 0:  # a store whose rows were removed: caches must still notice
         _CREATE.run(conn, {"name": name, "value": 1})

@@ -131,12 +131,17 @@ def _locked_with(conn: Connection, program_id: int, profile_id: str, currency_ii
     if txn_read is not None:
         reads.append(txn_read)
     account_row, member_row, *txn = Prepared.first_of_each(conn, *reads)
+    member = Member(*member_row) if member_row else None
     if account_row is not None:
         account = Account(*account_row)
-    else:
+    elif member is not None and member.status == "active":
         account = lock_account(conn, program_id, profile_id, currency_iid)  # creates it
+    else:
+        # Not a member: the caller refuses, and must not have written first (on PostgreSQL a write that went out
+        # makes the group commit roll its whole batch back, committer.py). Never saved: it is not in the store.
+        account = Account(program_id, profile_id, currency_iid)
     txn_row = txn[0] if txn else None
-    return (account, Txn(*txn_row) if txn_row else None, Member(*member_row) if member_row else None)
+    return account, Txn(*txn_row) if txn_row else None, member
 
 
 def save_account(conn: Connection, a: Account) -> None:
