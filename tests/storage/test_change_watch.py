@@ -50,6 +50,16 @@ def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     return False
 
 
+def holding(api: Any, rt: Runtime) -> change_watch.ChangeWatch:
+    """The server's watch once it listens and holds the counters (a member enrolled, one request answered)."""
+    api.member(ANN)
+    watch = rt.store.change_watch
+    assert watch is not None and until(lambda: watch.listening)
+    ok(api.call("loyalty/account/balance", **WHO))
+    assert watch.held() is not None
+    return watch
+
+
 def plain_url(store_url: str) -> str:
     return store_url.replace("postgresql+psycopg://", "postgresql://")
 
@@ -94,11 +104,7 @@ def test_a_token_revoked_by_another_process_is_refused_on_the_next_request(pg_ap
 
 def test_a_change_committed_by_another_session_drops_the_held_counters(pg_api, rt, store_url):
     """The notification alone (no bump in this process) makes the server read the counters again."""
-    pg_api.member(ANN)
-    watch = rt.store.change_watch
-    assert watch is not None and until(lambda: watch.listening)
-    ok(pg_api.call("loyalty/account/balance", **WHO))
-    assert watch.held() is not None
+    watch = holding(pg_api, rt)
     with psycopg.connect(plain_url(store_url), autocommit=True) as conn:
         with conn.transaction():
             conn.execute("UPDATE change_counters SET value = value + 1 WHERE name = 'tokens'")
@@ -140,11 +146,7 @@ def test_after_a_bump_of_this_process_a_notification_from_elsewhere_does_not_bri
         pg_api, rt, store_url):
     """A notification cannot tell whose commit it announces: this process's bump keeps the held values unused
     for its whole wait, so a request never sees values read before that bump's commit."""
-    pg_api.member(ANN)
-    watch = rt.store.change_watch
-    assert watch is not None and until(lambda: watch.listening)
-    ok(pg_api.call("loyalty/account/balance", **WHO))
-    assert watch.held() is not None
+    watch = holding(pg_api, rt)
     change_watch.bumped(rt.store.engines.writer.url)  # as a bump inside a transaction not yet committed does
     generation = watch.generation()
     with psycopg.connect(plain_url(store_url), autocommit=True) as conn:
@@ -157,11 +159,7 @@ def test_after_a_bump_of_this_process_a_notification_from_elsewhere_does_not_bri
 def test_any_bump_of_a_change_counter_notifies_even_one_made_by_hand(pg_api, rt, store_url):
     """The notification comes from a trigger on the counters, so processes of an older version, or an operator's
     SQL, are heard too."""
-    pg_api.member(ANN)
-    watch = rt.store.change_watch
-    assert watch is not None and until(lambda: watch.listening)
-    ok(pg_api.call("loyalty/account/balance", **WHO))
-    assert watch.held() is not None
+    watch = holding(pg_api, rt)
     with psycopg.connect(plain_url(store_url), autocommit=True) as conn:
         conn.execute("UPDATE change_counters SET value = value + 1 WHERE name = 'tokens'")
     assert until(lambda: watch.held() is None, 5)
