@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from typing import Any
+from weakref import WeakKeyDictionary
 
 log = logging.getLogger("loyalty.storage")
 
@@ -33,6 +34,9 @@ LOCAL_WAIT_SEC = 5.0
 RETRY_SEC = (0.5, 10.0)  # first and longest wait before listening again after the session failed
 
 _watches: dict[Any, list[ChangeWatch]] = {}  # by database URL: every watch of this process on that database
+# The watch of each engine, found once: hashing a URL costs about 3 µs, every request looks its watch up. Emptied
+# whenever a watch starts or stops; an entry a racing reader leaves stale only sends reads to the store.
+_by_engine: WeakKeyDictionary[Any, ChangeWatch | None] = WeakKeyDictionary()
 
 
 class ChangeWatch:
@@ -91,12 +95,14 @@ class ChangeWatch:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         _watches.setdefault(self.url, []).append(self)
+        _by_engine.clear()
         self._task = loop.create_task(self._listen(), name="loyalty-change-watch")
 
     async def stop(self) -> None:
         watches = _watches.get(self.url, [])
         if self in watches:
             watches.remove(self)
+        _by_engine.clear()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -130,9 +136,14 @@ class ChangeWatch:
             wait = min(wait * 2, RETRY_SEC[1])
 
 
-def watch_of(url: Any) -> ChangeWatch | None:
-    watches = _watches.get(url)
-    return watches[0] if watches else None
+def watch_of(engine: Any) -> ChangeWatch | None:
+    """A watch on the database `engine` connects to (any one: they all hear the same notifications)."""
+    try:
+        return _by_engine[engine]
+    except KeyError:
+        watches = _watches.get(engine.url)
+        found = _by_engine[engine] = watches[0] if watches else None
+        return found
 
 
 def bumped(url: Any) -> None:

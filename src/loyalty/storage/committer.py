@@ -10,7 +10,7 @@ is acknowledged before it is durable.
 - One failing unit never fails its neighbours. On SQLite each unit runs under its own SAVEPOINT, rolled back
   if it fails. On PostgreSQL a unit's writes wait in the connection's queue until a later round trip
   (pipelined.py), so a unit refused before any of its writes went out is undone by dropping them; savepoints
-  there cost a fifth of the server's work per accrual (two statements and a subtransaction each). In the rare
+  there cost about an eighth of PostgreSQL's work per accrual (two statements and a subtransaction each). In the rare
   case where the transaction holds some of a failing unit's writes, or a statement failed and aborted it, the
   batch is rolled back and the other units run again as a new batch, the failing one after it on its own.
 - A unit that lost a race (a retryable store error) runs again on its own, through the ordinary retry loop.

@@ -219,7 +219,7 @@ class CooperativeConnection(psycopg.Connection[Any]):
             raise
 
 
-def wait_for_server(conn: psycopg.Connection[Any], gen: Any) -> Any:
+def wait_for_server(conn: CooperativeConnection, gen: Any) -> Any:
     """Drive a libpq exchange (a generator of psycopg's wait protocol) to its end: suspended on the event loop
     inside `run_suspendable`, else blocking as psycopg does.
 
@@ -229,29 +229,22 @@ def wait_for_server(conn: psycopg.Connection[Any], gen: Any) -> Any:
     if suspend is None:
         return psycopg.Connection.wait(conn, gen)
     loop = asyncio.get_running_loop()
-    watch = conn.socket_watch(loop) if isinstance(conn, CooperativeConnection) else None
-    fileno = watch.fd if watch is not None else conn.pgconn.socket
+    watch = conn.socket_watch(loop)
     try:
         state = next(gen)
         while True:
             future = loop.create_future()
             if state & waiting.WAIT_R:
-                if watch is not None:
-                    watch.readable(future)
-                else:
-                    loop.add_reader(fileno, _wake, future, waiting.READY_R)
+                watch.readable(future)
             if state & waiting.WAIT_W:  # rare: the send buffer was full
-                loop.add_writer(fileno, _wake, future, waiting.READY_W)
+                loop.add_writer(watch.fd, _wake, future, waiting.READY_W)
             try:
                 ready = suspend(future)
             finally:
                 if state & waiting.WAIT_R:
-                    if watch is not None:
-                        watch.waiter = None
-                    else:
-                        loop.remove_reader(fileno)
+                    watch.waiter = None
                 if state & waiting.WAIT_W:
-                    loop.remove_writer(fileno)
+                    loop.remove_writer(watch.fd)
             state = gen.send(ready)
     except StopIteration as done:
         return done.value

@@ -56,7 +56,7 @@ def read(conn: Connection, name: str) -> int:
 
 def _all(conn: Connection) -> dict[str, int]:
     """Every counter: the values a server process holds (PostgreSQL, change_watch.py), else from the store."""
-    watch = change_watch.watch_of(conn.engine.url) if conn.dialect.name == "postgresql" else None
+    watch = change_watch.watch_of(conn.engine) if conn.dialect.name == "postgresql" else None
     generation = 0
     if watch is not None:
         held = watch.held()
