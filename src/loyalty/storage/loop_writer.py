@@ -61,6 +61,7 @@ class LoopCommitter(_Batches):
         # commits show otherwise (a few dozen).
         self._commit_sec = 0.01
         self._checkpoint: Future[None] | None = None  # the last checkpoint handed to the commit thread
+        self._restart: Future[None] | None = None  # a checkpoint the next batch waits for (checkpoints.py)
         self.single_unit_alone = not commit_in_thread  # a lone unit's commit must not stop the loop either
         self._interrupted: BaseException | None = None  # a stop that came while a commit was in flight
         self.after_stop = after_stop  # who takes the units that arrive once this writer is stopped
@@ -126,8 +127,14 @@ class LoopCommitter(_Batches):
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                await self._let_the_wal_restart()
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch))]
                 await run_suspendable(self._run_here, batch)
+
+    async def _let_the_wal_restart(self) -> None:
+        restart, self._restart = self._restart, None
+        if restart is not None and not restart.done():
+            await asyncio.wrap_future(restart)  # Checkpoints.run logs its own failures and never raises
 
     def _run_here(self, batch: list[_Unit]) -> None:
         self._running = greenlet.getcurrent()
@@ -177,6 +184,8 @@ class LoopCommitter(_Batches):
         self._commit_sec += (time.perf_counter() - started - self._commit_sec) * 0.1
         if checkpoints is not None and checkpoints.due_after_commit():
             self._checkpoint = self._commits.submit(checkpoints.run)
+            if checkpoints.wants_restart():
+                self._restart = self._checkpoint
 
     async def close(self) -> None:
         """Finish what is queued, then stop (on the loop, at shutdown); later units go to `after_stop`."""
