@@ -1,6 +1,7 @@
 """The benchmark's batch measurements at toy size: bulk-seeded expired lots keep the books consistent and the
-sweeper expires every one; an export of the bench currency comes back whole from a running server; and
-`serve --workers 2` answers writes from several processes without breaking an invariant."""
+sweeper expires every one; an export of the bench currency comes back whole from a running server;
+`serve --workers 2` answers writes from several processes without breaking an invariant; and the floor and
+balance-only scenarios run without errors and move nothing."""
 
 from __future__ import annotations
 
@@ -102,5 +103,24 @@ def test_wrk_drives_the_checkout_mix_paced_without_errors_and_never_ahead_of_its
         assert _count(rt, transactions, transactions.c.eid.like("h-%"), transactions.c.status == "committed") > 0
         assert _count(rt, transactions, transactions.c.eid.like("a-%"), transactions.c.status == "cancelled") > 0
         assert not verify_all(rt).problems
+    finally:
+        rt.close()
+
+
+def test_the_floor_scenario_is_refused_by_validation_on_both_generators_and_moves_nothing(sqlite_url, clock,
+                                                                                          tmp_path):
+    rt = make_runtime(sqlite_url, clock)
+    try:
+        token = run.seed(rt, members=20, history=10)
+        before = _count(rt, transactions)
+        with serving(sqlite_url, tmp_path / "exports", jobs=False) as server:
+            python = load.run(server.base, token, 20, "floor", 4, 1.0)
+            balance = load.run(server.base, token, 20, "balance", 4, 1.0)
+            runs = [python, balance]
+            if wrk.available():
+                runs.append(wrk.run(server.base, token, 20, "floor", 4, 1))
+        for summary in runs:  # the expected 400 is no error; anything else would be
+            assert summary["requests"] > 0 and summary["errors"] == {}, summary
+        assert _count(rt, transactions) == before
     finally:
         rt.close()

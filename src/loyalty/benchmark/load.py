@@ -42,13 +42,13 @@ class Driver:
         self.stats = stats
         self.recent: deque[str] = deque(maxlen=2000)
 
-    async def call(self, endpoint: str, **params: object) -> dict:
+    async def call(self, endpoint: str, expected: str | None = None, **params: object) -> dict:
         started = time.perf_counter()
         response = await self.http.post(f"/api/v1.1/{endpoint}", content=dumps_ordered(params), headers=self.headers)
         self.stats.latencies.append(time.perf_counter() - started)
         self.stats.requests += 1
         body = loads_exact(response.content)
-        if body.get("error"):
+        if body.get("error") and body.get("error_code") != expected:
             code = body.get("error_code", str(body["error"]))
             self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
         return body
@@ -69,6 +69,11 @@ class Driver:
 
     async def balance(self) -> None:
         await self.call("loyalty/account/balance", **self.member())
+
+    async def floor(self) -> None:
+        """A request refused by validation: HTTP, parsing, authentication and the envelope, no store work."""
+        await self.call("loyalty/account/balance", expected="invalid_parameter", **self.member(),
+                        points_currency_iid="none")
 
     async def hold_and_commit(self) -> None:
         body = await self.call("loyalty/redeeme_points", amount="0.01", is_temp=True, **self.member())
@@ -131,7 +136,7 @@ def run(base: str, token: str, members: int, scenario: str, clients: int, second
     async def main() -> None:
         driver = Driver(base, token, members, stats)
         op = {"accrue": driver.accrue, "redeem": driver.redeem, "checkout_mix": driver.checkout_mix,
-              "hot_member": driver.hot, "balance": driver.balance}[scenario]
+              "hot_member": driver.hot, "balance": driver.balance, "floor": driver.floor}[scenario]
         if rate:
             await open_loop(driver, op, rate, seconds)
         else:

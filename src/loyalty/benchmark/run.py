@@ -120,7 +120,8 @@ def bench_store(store: str, members: int, history: int, seconds: float, pg_admin
             with serving(url, exports_dir) as server:
                 result["rss_idle_mb"] = server.rss_mb()
                 scenarios: dict[str, Any] = {}
-                for name, clients in (("accrue", CLIENTS_PER_PROCESS), ("redeem", CLIENTS_PER_PROCESS),
+                for name, clients in (("floor", CLIENTS_PER_PROCESS), ("balance", CLIENTS_PER_PROCESS),
+                                      ("accrue", CLIENTS_PER_PROCESS), ("redeem", CLIENTS_PER_PROCESS),
                                       ("checkout_mix", CLIENTS_PER_PROCESS), ("hot_member", HOT_CLIENTS)):
                     summary = run_load(pool, server.base, token, members, name, clients, seconds)
                     summary["ratio_to_raw"] = round(summary["rps"] / result["raw_tps"], 3)

@@ -13,9 +13,10 @@ reports how many pages the WAL held, and the number of commits until the next fo
 SQLite starts the WAL over from its beginning only when a write transaction begins after a checkpoint has copied
 all of it. Under steady load the loop begins its next batch while the commit thread checkpoints, so that moment
 never comes and the WAL grows for as long as the load lasts (measured: 1 GB in a minute of accruals, every read
-slower for it). Once a checkpoint finds the WAL at `restart_pages` (four checkpoints' worth, so it has not
-started over lately), the loop writer waits for that checkpoint before its next BEGIN: one pause of a
-checkpoint's length (the earlier ones copied the rest), after which the next commit writes from the WAL's start.
+slower for it). Once a checkpoint finds the WAL at `restart_pages` (four checkpoints' worth: it has not started
+over lately), the next commit is followed by a checkpoint of its own, which the loop writer lets finish before it
+begins again. That checkpoint copies one batch's pages (the one before copied the rest), so the pause is short,
+and the commit after it writes from the WAL's start.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Checkpoints:
         self.done = 0
         self._every = 1  # commits between checkpoints, re-estimated by each checkpoint
         self._since = 0
+        self._restart_next = False  # the next commit's checkpoint is the one the writer waits for
         self._conn: sqlite3.Connection | None = None
 
     def before_commit(self, pooled: Any) -> None:
@@ -51,16 +53,17 @@ class Checkpoints:
 
     def due_after_commit(self) -> bool:
         self._since += 1
-        return self._since >= self._every
+        return self._restart_next or self._since >= self._every
 
     def wants_restart(self) -> bool:
-        """The WAL has not started over for several checkpoints: the writer should let the next one finish
-        before it begins again."""
-        return self.wal_pages >= self.restart_pages
+        """The checkpoint now due is the one after which the WAL can start over: the writer should let it
+        finish before it begins again."""
+        return self._restart_next
 
     def run(self) -> None:
         """A PASSIVE checkpoint; errors are logged (the next one tries again, the WAL only grows meanwhile)."""
         since, self._since = self._since, 0
+        restarting, self._restart_next = self._restart_next, False
         try:
             if self._conn is None:
                 self._conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -70,8 +73,11 @@ class Checkpoints:
             return
         self.done += 1
         self.wal_pages = wal_pages
+        if restarting:  # it came early, after one commit: it says nothing of how often checkpoints are due
+            return
         per_commit = max(1, wal_pages // max(1, since))
         self._every = max(1, self.pages // per_commit)
+        self._restart_next = wal_pages >= self.restart_pages
 
     def close(self) -> None:
         if self._conn is not None:

@@ -183,8 +183,9 @@ class LoopCommitter(_Batches):
         transaction.commit()
         self._commit_sec += (time.perf_counter() - started - self._commit_sec) * 0.1
         if checkpoints is not None and checkpoints.due_after_commit():
+            restart = checkpoints.wants_restart()  # asked before the run, which answers it
             self._checkpoint = self._commits.submit(checkpoints.run)
-            if checkpoints.wants_restart():
+            if restart:
                 self._restart = self._checkpoint
 
     async def close(self) -> None:

@@ -31,10 +31,13 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Alembic begins and commits the transaction itself on PostgreSQL, so that a migration may step out of it
+    to build an index CONCURRENTLY; SQLite's DDL runs in the transaction the connection begins, committed here."""
     cfg = _config(engine)
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+        conn.commit()
 
 
 def downgrade(engine: Engine, revision: str) -> None:
