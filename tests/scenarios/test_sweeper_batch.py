@@ -10,6 +10,7 @@ from loyalty.services.commands import AccrueCmd, BalanceCmd, RedeemCmd, Register
 from loyalty.services.sweeper import sweep_all
 from loyalty.services.verify import verify_all
 from loyalty.storage.tables import accounts, transactions
+from loyalty.storage.tables import profiles as profiles_table
 
 ADMIN = tokens.Principal(1, "t", frozenset(tokens.ROLES), None, None)
 
@@ -73,4 +74,40 @@ def test_a_sweep_also_resolves_temp_deadlines_and_activations_of_the_same_accoun
     assert rt.store.read(status) == "rolled_back"
     b = ledger.balance(rt, ADMIN, BalanceCmd(loyalty_program_id=123, matching="email", email=email))
     assert (b.active, b.pending, b.held) == ("57.00", "0.00", "0.00")
+    assert not verify_all(rt).problems
+
+
+def test_after_a_sweep_each_account_s_next_event_is_the_earliest_of_its_expiries_activations_and_deadlines(
+        rt, program, clock):
+    """One account per case, swept in one batch: the next event left is the least of what remains (a later
+    expiry, a pending activation, an open hold's deadline), or none."""
+    def accrue(email, amount, **dates):
+        ledger.accrue(rt, ADMIN, AccrueCmd(loyalty_program_id=123, matching="email", email=email, amount=amount,
+                                           **dates))
+
+    start = clock.now()
+    emails = [_member(rt, i) for i in range(4)]
+    for email in emails:  # due in 2 days: every account is swept
+        accrue(email, "3", expiration_date=(start + timedelta(days=2)).isoformat())
+    # 0: the initial 50.00 expire in 365 days, nothing sooner
+    accrue(emails[1], "7", expiration_date=(start + timedelta(days=30)).isoformat())  # 1: expiry in 30 days
+    accrue(emails[2], "7", activation_date=(start + timedelta(days=10)).isoformat(),
+           expiration_date=(start + timedelta(days=40)).isoformat())  # 2: activation in 10 days
+    accrue(emails[3], "7", activation_date=(start + timedelta(days=10)).isoformat())
+    ledger.redeem(rt, ADMIN, RedeemCmd(loyalty_program_id=123, matching="email", email=emails[3], amount="1",
+                                       is_temp=True, temp_timeout_sec=7 * 86400))  # 3: hold deadline in 7 days
+    clock.advance(timedelta(days=3))
+    assert sweep_all(rt) == 4
+
+    def next_events(conn):
+        query = (select(accounts.c.next_event_at).join_from(accounts, profiles_table,
+                                                             profiles_table.c.id == accounts.c.profile_id)
+                 .where(profiles_table.c.email.in_(emails)).order_by(profiles_table.c.email))
+        return list(conn.execute(query).scalars())
+
+    expected = [start + timedelta(days=365), start + timedelta(days=30), start + timedelta(days=10),
+                start + timedelta(days=7)]
+    got = rt.store.read(next_events)
+    assert [round((at - start).total_seconds() / 86400) for at in got] == [
+        round((at - start).total_seconds() / 86400) for at in expected]
     assert not verify_all(rt).problems

@@ -27,8 +27,7 @@ def sweep_once(rt: Runtime, batch: int = 500) -> int:
     due = rt.store.read(lambda conn: ledger_repo.accounts_with_due_events(conn, now, batch))
     if not due:
         return 0
-    rt.store.write(lambda conn: expiry_repo.expire_batch(conn, due, now, new_txn_id))
-    rest = rt.store.read(lambda conn: expiry_repo.due_among(conn, due, now))
+    rest = rt.store.write(lambda conn: expiry_repo.expire_batch(conn, due, now, new_txn_id))
     for key in rest:
         rt.store.write(partial(_settle, rt, *key), (key[0], key[1]))  # the member's writer
     return len(due)

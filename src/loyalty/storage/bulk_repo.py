@@ -30,27 +30,27 @@ def seed_members(conn: Connection, *, program_id: int, db_id: int, currency_iid:
     at = _MICROS.process_bind_param(now, None)
     until = _MICROS.process_bind_param(expires_at, None) if expires_at is not None else None
     for chunk in _chunks(people):
-        _insert_rows(conn, profiles, ("id", "db_id", "email", "email_norm", "phones", "created_at", "updated_at",
+        insert_rows(conn, profiles, ("id", "db_id", "email", "email_norm", "phones", "created_at", "updated_at",
                                       "custom"),
                      [(p["id"], db_id, p["email"], p["email"].lower(), json.dumps([p["phone"]]), at, at, "{}")
                       for p in chunk])
-        _insert_rows(conn, profile_phones, ("db_id", "phone", "profile_id"),
+        insert_rows(conn, profile_phones, ("db_id", "phone", "profile_id"),
                      [(db_id, p["phone"], p["id"]) for p in chunk])
-        _insert_rows(conn, members, ("program_id", "profile_id", "status", "registered_at", "first_registered_at"),
+        insert_rows(conn, members, ("program_id", "profile_id", "status", "registered_at", "first_registered_at"),
                      [(program_id, p["id"], "active", at, at) for p in chunk])
-        _insert_rows(conn, accounts, ("program_id", "profile_id", "currency_iid", "active", "next_event_at",
+        insert_rows(conn, accounts, ("program_id", "profile_id", "currency_iid", "active", "next_event_at",
                                       "txn_count"),
                      [(program_id, p["id"], currency_iid, initial, until, 1) for p in chunk])
-        _insert_rows(conn, lots, ("id", "program_id", "profile_id", "currency_iid", "original", "remaining",
+        insert_rows(conn, lots, ("id", "program_id", "profile_id", "currency_iid", "original", "remaining",
                                   "activates_at", "expires_at", "is_active", "created_at"),
                      [(p["txn_id"], program_id, p["id"], currency_iid, initial, initial, at, until, True, at)
                       for p in chunk])
-        _insert_rows(conn, transactions, ("id", "program_id", "profile_id", "currency_iid", "type", "status",
+        insert_rows(conn, transactions, ("id", "program_id", "profile_id", "currency_iid", "type", "status",
                                           "amount", "balance_before", "balance_after", "activation_date",
                                           "expiration_date", "source_type", "created_at", "recorded_at"),
                      [(p["txn_id"], program_id, p["id"], currency_iid, "initial", "committed", initial, 0, initial,
                        at, until, "system", at, at) for p in chunk])
-        _insert_rows(conn, postings, _POSTING_COLUMNS,
+        insert_rows(conn, postings, _POSTING_COLUMNS,
                      [(program_id, p["id"], currency_iid, p["txn_id"], "accrual", initial, 0, 0, 0, 0, at)
                       for p in chunk])
 
@@ -62,7 +62,7 @@ def seed_history(conn: Connection, *, program_id: int, profile_id: str, currency
     columns = ("id", "program_id", "profile_id", "currency_iid", "type", "status", "amount", "balance_before",
                "balance_after", "source_type", "created_at", "recorded_at", "resolved_at")
     for start in range(0, len(ids), 10 * CHUNK):
-        _insert_rows(conn, transactions, columns, [
+        insert_rows(conn, transactions, columns, [
             (txn_id, program_id, profile_id, currency_iid, "accrual", "rolled_back", amount, 0, 0, "api", at, at, at)
             for txn_id in ids[start:start + 10 * CHUNK]])
     conn.execute(update(accounts).where(
@@ -102,9 +102,9 @@ def seed_expiring_lots(conn: Connection, *, program_id: int, currency_iid: int, 
                 posting_rows.append((program_id, profile_id, currency_iid, txn_id, "accrual", amount, 0, 0, 0, 0,
                                      at))
                 before += amount
-        _insert_rows(conn, lots, _LOT_COLUMNS, lot_rows)
-        _insert_rows(conn, transactions, _TXN_COLUMNS, txn_rows)
-        _insert_rows(conn, postings, _POSTING_COLUMNS, posting_rows)
+        insert_rows(conn, lots, _LOT_COLUMNS, lot_rows)
+        insert_rows(conn, transactions, _TXN_COLUMNS, txn_rows)
+        insert_rows(conn, postings, _POSTING_COLUMNS, posting_rows)
         conn.execute(
             update(accounts)
             .where(*key, accounts.c.profile_id == bindparam("k_profile"))
@@ -128,7 +128,7 @@ _POSTING_COLUMNS = ("program_id", "profile_id", "currency_iid", "transaction_id"
                     "d_held", "d_temp", "d_debt", "at")
 
 
-def _insert_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+def insert_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """Plain tuples (timestamps already in store form) into `table`, in the connection's transaction."""
     if not rows:
         return

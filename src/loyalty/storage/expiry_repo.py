@@ -12,12 +12,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
+from loyalty.storage.bulk_repo import insert_rows
 from loyalty.storage.tables import accounts, lots, postings, transactions
-from loyalty.storage.types import UtcMicros
+from loyalty.storage.types import to_micros
 
 Key = tuple[int, str, int]
+TXN_COLUMNS = ("id", "program_id", "profile_id", "currency_iid", "eid", "type", "status", "amount", "balance_before",
+               "balance_after", "created_at", "recorded_at", "source_type", "description")
+POSTING_COLUMNS = ("program_id", "profile_id", "currency_iid", "transaction_id", "reason", "d_active", "d_pending",
+                   "d_held", "d_temp", "d_debt", "at")
+_NEVER = literal_column("9223372036854775807")  # later than any instant (integer microseconds), for LEAST/min
 
 
 def _in_batch(table: Any, keys: list[Key]) -> Any:
@@ -33,10 +48,11 @@ def _in_batch(table: Any, keys: list[Key]) -> Any:
                  for (program_id, currency_iid), profile_ids in groups.items()))
 
 
-def expire_batch(conn: Connection, keys: list[Key], now: datetime, new_id: Any) -> int:
-    """Expire every due lot of the given accounts; return the number of accounts that had points expire."""
+def expire_batch(conn: Connection, keys: list[Key], now: datetime, new_id: Any) -> list[Key]:
+    """Expire every due lot of the given accounts; return those of them that still have an event due (a temp
+    deadline or an activation), read in the same transaction."""
     if not keys:
-        return 0
+        return []
     locked = select(accounts).where(_in_batch(accounts, keys)).order_by(
         accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid)
     if conn.dialect.name == "postgresql":
@@ -52,51 +68,51 @@ def expire_batch(conn: Connection, keys: list[Key], now: datetime, new_id: Any) 
         ).where(due).group_by(lots.c.program_id, lots.c.profile_id, lots.c.currency_iid)
     ).all()
     if sums:
+        # The balances first, from the lots about to be emptied: one UPDATE for the batch (a statement per
+        # account took a sixth of a batch's time on PostgreSQL).
+        _take_from_balances(conn, [(r.program_id, r.profile_id, r.currency_iid) for r in sums], now)
         conn.execute(update(lots).where(due).values(expired=lots.c.expired + lots.c.remaining, remaining=0))
-        txns, posts, changes = [], [], []
+        txns, posts = [], []
+        at = to_micros(now)
         for row in sums:
             key = (row.program_id, row.profile_id, row.currency_iid)
             account = balances[key]
             act, pend = int(row.active), int(row.pending)
             txn_id = new_id()
-            last = row.last if not isinstance(row.last, int) else UtcMicros().process_result_value(row.last, None)
-            txns.append({
-                "id": txn_id, "program_id": key[0], "profile_id": key[1], "currency_iid": key[2], "eid": None,
-                "type": "expiration", "status": "committed", "amount": act + pend,
-                "balance_before": account.active, "balance_after": account.active - act, "created_at": last,
-                "recorded_at": now, "source_type": "system", "description": "Points expired",
-            })
-            posts.append({"program_id": key[0], "profile_id": key[1], "currency_iid": key[2],
-                          "transaction_id": txn_id, "reason": "expiration", "d_active": -act, "d_pending": -pend,
-                          "d_held": 0, "d_temp": 0, "d_debt": 0, "at": now})
-            changes.append({"k_program": key[0], "k_profile": key[1], "k_currency": key[2], "d_active": act,
-                            "d_pending": pend})
-        conn.execute(insert(transactions), txns)
-        conn.execute(insert(postings), posts)
-        conn.execute(
-            update(accounts)
-            .where(accounts.c.program_id == bindparam("k_program"), accounts.c.profile_id == bindparam("k_profile"),
-                   accounts.c.currency_iid == bindparam("k_currency"))
-            .values(active=accounts.c.active - bindparam("d_active"),
-                    pending=accounts.c.pending - bindparam("d_pending"),
-                    txn_count=accounts.c.txn_count + 1, version=accounts.c.version + 1),
-            changes,
-        )
+            last = row.last if isinstance(row.last, int) else to_micros(row.last)
+            txns.append((txn_id, *key, None, "expiration", "committed", act + pend, account.active,
+                         account.active - act, last, at, "system", "Points expired"))
+            posts.append((*key, txn_id, "expiration", -act, -pend, 0, 0, 0, at))
+        # COPY on PostgreSQL, executemany on SQLite: a statement per row through SQLAlchemy took a third of a
+        # batch's time on PostgreSQL.
+        insert_rows(conn, transactions, TXN_COLUMNS, txns)
+        insert_rows(conn, postings, POSTING_COLUMNS, posts)
     _recompute_next_event(conn, keys)
-    return len(sums)
+    return _due_among(conn, keys, now)
 
 
-def due_among(conn: Connection, keys: list[Key], now: datetime) -> list[Key]:
-    """The accounts of the batch that still have an event due (a temp deadline or an activation)."""
-    if not keys:
-        return []
+def _take_from_balances(conn: Connection, expiring: list[Key], now: datetime) -> None:
+    """Each account's cached balances lose what its due lots still hold, active and pending apart."""
+    def remaining_due(active: bool) -> Any:
+        return select(func.coalesce(func.sum(lots.c.remaining), 0)).where(
+            lots.c.program_id == accounts.c.program_id, lots.c.profile_id == accounts.c.profile_id,
+            lots.c.currency_iid == accounts.c.currency_iid, lots.c.remaining > 0, lots.c.expires_at <= now,
+            lots.c.is_active.is_(active)).scalar_subquery()
+
+    conn.execute(update(accounts).where(_in_batch(accounts, expiring)).values(
+        active=accounts.c.active - remaining_due(True), pending=accounts.c.pending - remaining_due(False),
+        txn_count=accounts.c.txn_count + 1, version=accounts.c.version + 1))
+
+
+def _due_among(conn: Connection, keys: list[Key], now: datetime) -> list[Key]:
     rows = conn.execute(select(accounts.c.program_id, accounts.c.profile_id, accounts.c.currency_iid).where(
         _in_batch(accounts, keys), accounts.c.next_event_at <= now))
     return [(r.program_id, r.profile_id, r.currency_iid) for r in rows]
 
 
 def _recompute_next_event(conn: Connection, keys: list[Key]) -> None:
-    """next_event_at = the earliest remaining expiry, pending activation or temp deadline, in three passes."""
+    """next_event_at = the earliest remaining expiry, pending activation or temp deadline, in one UPDATE: the
+    least of the three (PostgreSQL's LEAST; SQLite's min() of several arguments), NULL when there is none."""
     same_lot_account = and_(lots.c.program_id == accounts.c.program_id, lots.c.profile_id == accounts.c.profile_id,
                             lots.c.currency_iid == accounts.c.currency_iid, lots.c.remaining > 0)
     next_expiry = select(func.min(lots.c.expires_at)).where(same_lot_account).scalar_subquery()
@@ -105,10 +121,8 @@ def _recompute_next_event(conn: Connection, keys: list[Key]) -> None:
     next_deadline = select(func.min(transactions.c.deadline_at)).where(
         transactions.c.program_id == accounts.c.program_id, transactions.c.profile_id == accounts.c.profile_id,
         transactions.c.currency_iid == accounts.c.currency_iid, transactions.c.status == "temp").scalar_subquery()
-    batch = _in_batch(accounts, keys)
-    conn.execute(update(accounts).where(batch).values(next_event_at=next_expiry))
-    for candidate in (next_activation, next_deadline):
-        conn.execute(update(accounts).where(
-            batch, candidate.is_not(None),
-            (accounts.c.next_event_at.is_(None)) | (candidate < accounts.c.next_event_at),
-        ).values(next_event_at=candidate))
+    least = func.least if conn.dialect.name == "postgresql" else func.min
+    earliest = least(*(func.coalesce(candidate, _NEVER) for candidate in (next_expiry, next_activation,
+                                                                         next_deadline)))
+    conn.execute(update(accounts).where(_in_batch(accounts, keys)).values(
+        next_event_at=func.nullif(earliest, _NEVER)))
