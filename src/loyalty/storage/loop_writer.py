@@ -134,7 +134,10 @@ class LoopCommitter(_Batches):
     async def _let_the_wal_restart(self) -> None:
         restart, self._restart = self._restart, None
         if restart is not None and not restart.done():
-            await asyncio.wrap_future(restart)  # Checkpoints.run logs its own failures and never raises
+            try:
+                await asyncio.wrap_future(restart)
+            except Exception:  # Checkpoints.run logs the store's errors itself; a bug must not stop the writer
+                log.exception("WAL checkpoint failed")
 
     def _run_here(self, batch: list[_Unit]) -> None:
         self._running = greenlet.getcurrent()
