@@ -38,7 +38,6 @@ class Checkpoints:
         self.db_path = db_path
         self.pages = pages
         self.restart_pages = 4 * pages
-        self.wal_pages = 0  # as the last checkpoint found it
         self.done = 0
         self._every = 1  # commits between checkpoints, re-estimated by each checkpoint
         self._since = 0
@@ -72,7 +71,6 @@ class Checkpoints:
             log.warning("WAL checkpoint failed", exc_info=True)
             return
         self.done += 1
-        self.wal_pages = wal_pages
         if restarting:  # it came early, after one commit: it says nothing of how often checkpoints are due
             return
         per_commit = max(1, wal_pages // max(1, since))
