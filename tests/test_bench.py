@@ -48,6 +48,8 @@ def test_the_sweeper_expires_every_bulk_seeded_lot_once(rt, clock):
     result = batch.measure_expiry(rt, 300)
     assert (result["lots"], result["due_before"], result["due_after"]) == (300, 300, 0)
     assert result["accounts_swept"] == 30
+    # from the unrounded time: within the rounding of "seconds" (0.005 s) scaled to a million lots
+    assert result["seconds_per_million_lots"] == pytest.approx(result["seconds"] / 300 * 1e6, abs=0.005 / 300 * 1e6)
     assert result["verify"] == "OK"
     assert _count(rt, transactions, transactions.c.type == "expiration") == 30  # one per member
     assert _count(rt, lots, lots.c.expired == batch.LOT_UNITS) == 300
@@ -65,6 +67,7 @@ def test_an_export_of_the_bench_currency_is_downloaded_whole_from_a_running_serv
         result = batch.measure_export(server, token)
     # an initial credit for each of the 20 members and the two history members, and both histories
     assert result["rows"] == result["downloaded_rows"] == 22 + 500 + 10
+    assert result["seconds_per_million_rows"] == pytest.approx(result["seconds"] / 532 * 1e6, abs=0.005 / 532 * 1e6)
     assert result["rss_before_mb"] > 0 and result["rss_peak_mb"] >= result["rss_before_mb"]
     assert len(list((tmp_path / "exports").glob("*.csv"))) == 1
 

@@ -93,6 +93,7 @@ def measure_expiry(rt: Runtime, count: int) -> dict[str, Any]:
     return {**seeded,
             "due_before": due, "accounts_swept": accounts, "seconds": round(seconds, 2),
             "lots_per_second": round(seeded["lots"] / seconds, 1) if seconds else 0.0,
+            "seconds_per_million_lots": _per_million(seconds, seeded["lots"]),
             "due_after": _due_lots(rt), "verify": verdict(rt)}
 
 
@@ -136,8 +137,15 @@ def measure_export(server: Server, token: str, poll_sec: float = 0.1, timeout_se
         sampler.join()
     peak = max([rss_before, *samples])
     return {"rows": status["rows"], "downloaded_rows": lines - 1, "seconds": round(seconds, 2),
-            "write_seconds": round(written, 2), "rss_before_mb": rss_before, "rss_peak_mb": peak,
+            "write_seconds": round(written, 2), "seconds_per_million_rows": _per_million(seconds, status["rows"]),
+            "rss_before_mb": rss_before, "rss_peak_mb": peak,
             "rss_growth_mb": round(peak - rss_before, 1), "rss_samples": len(samples)}
+
+
+def _per_million(seconds: float, count: int) -> float | None:
+    """The targets are stated per million (lots, rows); the run's own count may differ (an export takes the
+    currency's whole history, which the scenarios before it have grown)."""
+    return round(seconds / count * 1_000_000, 2) if count else None
 
 
 def _call(http: httpx.Client, endpoint: str, **params: Any) -> dict[str, Any]:
