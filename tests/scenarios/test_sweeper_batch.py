@@ -3,9 +3,10 @@ each account: one expiration transaction per account, balances and journal consi
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
-from loyalty.services import ledger, members, profiles, tokens
+from loyalty.services import ledger, members, profiles, sweeper, tokens
 from loyalty.services.commands import AccrueCmd, BalanceCmd, RedeemCmd, RegisterCmd
 from loyalty.services.sweeper import sweep_all
 from loyalty.services.verify import verify_all
@@ -110,4 +111,50 @@ def test_after_a_sweep_each_account_s_next_event_is_the_earliest_of_its_expiries
     got = rt.store.read(next_events)
     assert [round((at - start).total_seconds() / 86400) for at in got] == [
         round((at - start).total_seconds() / 86400) for at in expected]
+    assert not verify_all(rt).problems
+
+
+def test_a_sweep_write_is_sized_to_its_time_budget_growing_at_most_twofold_within_bounds():
+    assert sweeper.next_batch(100, 0.02, 0.01) == 50  # twice the budget: half the accounts
+    assert sweeper.next_batch(100, 0.001, 0.01) == 200  # ten times quicker: only doubles
+    assert sweeper.next_batch(100, 0.0, 0.01) == 200  # too quick to time
+    assert sweeper.next_batch(sweeper.MIN_BATCH, 1.0, 0.01) == sweeper.MIN_BATCH
+    assert sweeper.next_batch(sweeper.MAX_BATCH, 0.000001, 0.01) == sweeper.MAX_BATCH
+
+
+def test_the_sweep_rests_between_writes_only_while_other_writes_are_being_committed():
+    assert sweeper.rest_after(0.01, others_committed=False) == 0.0
+    assert sweeper.rest_after(0.01, others_committed=True) == pytest.approx(sweeper.YIELD_FACTOR * 0.01)
+    assert sweeper.rest_after(10.0, others_committed=True) == sweeper.MAX_REST_SEC
+
+
+def _due_members(rt, clock, count):
+    for i in range(count):  # initial 50.00 each, expiring in 365 days
+        _member(rt, i)
+    clock.advance(timedelta(days=366))
+
+
+def test_a_sweep_alone_on_the_store_never_rests(rt, program, clock):
+    _due_members(rt, clock, 5)
+    rests = []
+    assert sweep_all(rt, batch=2, sleep=rests.append) == 5
+    assert rests == []
+    assert not verify_all(rt).problems
+
+
+def test_a_sweep_rests_after_each_full_write_while_requests_commit_beside_it(rt, program, clock, monkeypatch):
+    _due_members(rt, clock, 5)
+    real = rt.store.commit_stats
+    calls = iter(range(1_000_000))
+
+    def busy_store():  # every look finds 100 more units committed by others
+        batches, units = real()
+        return batches, units + 100 * next(calls)
+
+    monkeypatch.setattr(rt.store, "commit_stats", busy_store)
+    rests = []
+    assert sweep_all(rt, batch=2, sleep=rests.append) == 5  # writes of 2, 2 and 1 accounts
+    assert len(rests) == 2 and all(0 < r <= sweeper.MAX_REST_SEC for r in rests)
+    assert rt.store.read(lambda conn: conn.execute(
+        select(func.count()).select_from(transactions).where(transactions.c.type == "expiration")).scalar_one()) == 5
     assert not verify_all(rt).problems

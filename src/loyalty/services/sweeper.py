@@ -2,10 +2,23 @@
 deadline) has passed. Reads are already correct without this; the sweep keeps the store itself current and
 writes the `expiration` transactions. Safe with several processes: each account is settled under its lock and
 settling an account twice does nothing the second time.
+
+A sweep write holds up other writes while it runs. Under `serve` on SQLite it is a unit of the event loop's
+writer, whose statements run on the loop itself, and it holds the one writer turn of every process: measured
+with 200,000 due lots and the checkout mix paced at 1,200 req/s, writes of 200 accounts back to back made the
+paced requests' p50 38 ms and p99 145 ms. So each write is sized to last about UNIT_SEC (its account count
+follows the last one's time), and while other writes are being committed in this process the sweep rests
+YIELD_FACTOR times as long as its write took: live traffic keeps most of the writer, and the sweep still
+finishes (the points it has not reached yet already read as expired); with both, p50 5.6 ms and p99 64 ms in
+the same test. On PostgreSQL a write waits for the server between statements without holding up the loop
+and only its own members' rows are locked, while each costs some 7 ms however few its accounts: the budget is
+larger there (with 10 ms writes, a million lots took 162 s instead of 42).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import partial
 
 from sqlalchemy import Connection
@@ -15,9 +28,20 @@ from loyalty.services.ids import new_txn_id
 from loyalty.services.runtime import Runtime
 from loyalty.storage import catalog_repo, expiry_repo, ledger_repo
 
+UNIT_SEC = {"sqlite": 0.01, "postgresql": 0.1}  # how long one sweep write should last, by store
+FIRST_BATCH, MIN_BATCH, MAX_BATCH = 50, 10, 1000  # accounts per write
+YIELD_FACTOR = 4  # with other writes in the process, rest this many times a write's time after it
+MAX_REST_SEC = 0.25
+
 
 def sweep_once(rt: Runtime, batch: int = 500) -> int:
-    """Settle up to `batch` due accounts; return how many were due.
+    """Settle up to `batch` due accounts; return how many were due."""
+    return _sweep_batch(rt, batch)[0]
+
+
+def _sweep_batch(rt: Runtime, batch: int) -> tuple[int, float, int]:
+    """Settle up to `batch` due accounts; return how many were due, how long their set-based write ran, and how
+    many writes the sweep made.
 
     Expiration, by far the most frequent event, is done for the whole batch at once (expiry_repo); accounts
     that are still due afterwards (a temp deadline or an activation) are settled one by one through the Book.
@@ -26,11 +50,20 @@ def sweep_once(rt: Runtime, batch: int = 500) -> int:
     now = rt.clock.now()
     due = rt.store.read(lambda conn: ledger_repo.accounts_with_due_events(conn, now, batch))
     if not due:
-        return 0
-    rest = rt.store.write(lambda conn: expiry_repo.expire_batch(conn, due, now, new_txn_id))
+        return 0, 0.0, 0
+    ran = [0.0]
+
+    def expire(conn: Connection) -> list[tuple[int, str, int]]:
+        started = time.perf_counter()  # a duration, not business time: the injected clock does not apply
+        try:
+            return expiry_repo.expire_batch(conn, due, now, new_txn_id)
+        finally:
+            ran[0] = time.perf_counter() - started
+
+    rest = rt.store.write(expire)
     for key in rest:
         rt.store.write(partial(_settle, rt, *key), (key[0], key[1]))  # the member's writer
-    return len(due)
+    return len(due), ran[0], 1 + len(rest)
 
 
 def _settle(rt: Runtime, program_id: int, profile_id: str, currency_iid: int, conn: Connection) -> int:
@@ -43,10 +76,34 @@ def _settle(rt: Runtime, program_id: int, profile_id: str, currency_iid: int, co
     return 1
 
 
-def sweep_all(rt: Runtime, batch: int = 200) -> int:
+def next_batch(size: int, ran_sec: float, unit_sec: float) -> int:
+    """Accounts for the next write, so that it lasts about `unit_sec`: at most twice the last size, within
+    [MIN_BATCH, MAX_BATCH]."""
+    wanted = size * 2 if ran_sec <= 0 else round(size * unit_sec / ran_sec)
+    return max(MIN_BATCH, min(MAX_BATCH, size * 2, wanted))
+
+
+def rest_after(ran_sec: float, others_committed: bool) -> float:
+    """How long the sweep waits before its next write: nothing when it has the writer to itself."""
+    return min(MAX_REST_SEC, YIELD_FACTOR * ran_sec) if others_committed else 0.0
+
+
+def sweep_all(rt: Runtime, batch: int | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Settle every due account, a write at a time (`batch` accounts each, or sized by time when None);
+    return how many accounts were due."""
+    size = batch or FIRST_BATCH
+    unit_sec = UNIT_SEC.get(rt.store.dialect, 0.01)
     total = 0
     while True:
-        n = sweep_once(rt, batch)
+        _, units_before = rt.store.commit_stats()
+        n, ran, writes = _sweep_batch(rt, size)
         total += n
-        if n < batch:
+        if n < size:
             return total
+        _, units_after = rt.store.commit_stats()
+        # More than the sweep's own writes committed meanwhile: requests are being served.
+        rest = rest_after(ran, units_after - units_before > writes)
+        if rest:
+            sleep(rest)
+        if batch is None:
+            size = next_batch(size, ran, unit_sec)
