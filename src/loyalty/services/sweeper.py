@@ -6,13 +6,15 @@ settling an account twice does nothing the second time.
 A sweep write holds up other writes while it runs. Under `serve` on SQLite it is a unit of the event loop's
 writer, whose statements run on the loop itself, and it holds the one writer turn of every process: measured
 with 200,000 due lots and the checkout mix paced at 1,200 req/s, writes of 200 accounts back to back made the
-paced requests' p50 38 ms and p99 145 ms. So each write is sized to last about UNIT_SEC (its account count
-follows the last one's time), and while other writes are being committed in this process the sweep rests
-YIELD_FACTOR times as long as its write took: live traffic keeps most of the writer, and the sweep still
+paced requests' p50 38 ms and p99 145 ms. So while other writes are being committed in this process, each
+write is sized to last about UNIT_SEC (its account count follows the last one's time) and the sweep rests
+YIELD_FACTOR times as long as its write took after it: live traffic keeps most of the writer, and the sweep still
 finishes (the points it has not reached yet already read as expired); with both, p50 5.6 ms and p99 64 ms in
-the same test. On PostgreSQL a write waits for the server between statements without holding up the loop
-and only its own members' rows are locked, while each costs some 7 ms however few its accounts: the budget is
-larger there (with 10 ms writes, a million lots took 162 s instead of 42).
+the same test. Alone, its writes grow to ALONE_UNIT_SEC: 10 ms writes spent a third of a million-lot sweep's
+time on what every write costs whatever its size (76 s against 52 s for 200-account writes). On PostgreSQL a
+write waits for the server between statements without holding up the loop, and only its own members' rows
+are locked, while each costs some 7 ms however few its accounts: the budget beside requests is larger there
+(with 10 ms writes, a million lots took 162 s instead of 42).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from loyalty.services.ids import new_txn_id
 from loyalty.services.runtime import Runtime
 from loyalty.storage import catalog_repo, expiry_repo, ledger_repo
 
-UNIT_SEC = {"sqlite": 0.01, "postgresql": 0.1}  # how long one sweep write should last, by store
+UNIT_SEC = {"sqlite": 0.01, "postgresql": 0.1}  # how long one sweep write should last beside requests
+ALONE_UNIT_SEC = 0.1  # and with the writer to itself: each write has a fixed cost, so fewer and larger
 FIRST_BATCH, MIN_BATCH, MAX_BATCH = 50, 10, 1000  # accounts per write
 YIELD_FACTOR = 4  # with other writes in the process, rest this many times a write's time after it
 MAX_REST_SEC = 0.25
@@ -102,8 +105,9 @@ def sweep_all(rt: Runtime, batch: int | None = None, sleep: Callable[[float], No
             return total
         _, units_after = rt.store.commit_stats()
         # More than the sweep's own writes committed meanwhile: requests are being served.
-        rest = rest_after(ran, units_after - units_before > writes)
+        others = units_after - units_before > writes
+        rest = rest_after(ran, others)
         if rest:
             sleep(rest)
         if batch is None:
-            size = next_batch(size, ran, unit_sec)
+            size = next_batch(size, ran, unit_sec if others else ALONE_UNIT_SEC)
