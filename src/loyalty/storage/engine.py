@@ -25,7 +25,7 @@ from loyalty.storage.pipelined import PgConnection, wrote_outside
 DEFAULT_URL = "sqlite:///./loyalty.db"
 # SQLite's WAL file keeps the size of the largest transaction it ever held (a seed or an import: ~1 GB seen
 # after 100,000 members) unless a limit is set; it is cut back to this when the WAL next starts over. Steady
-# load keeps the WAL at 30-60 MB (checkpoints.py): well under this, so a file that is reused is never cut and
+# load keeps the WAL at 30-80 MB (checkpoints.py): under this, so a file that is reused is never cut and
 # grown again.
 WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
