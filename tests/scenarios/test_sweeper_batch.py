@@ -158,3 +158,12 @@ def test_a_sweep_rests_after_each_full_write_while_requests_commit_beside_it(rt,
     assert rt.store.read(lambda conn: conn.execute(
         select(func.count()).select_from(transactions).where(transactions.c.type == "expiration")).scalar_one()) == 5
     assert not verify_all(rt).problems
+
+
+def test_a_sweep_with_a_time_limit_stops_after_the_write_that_passes_it_and_the_next_one_goes_on(
+        rt, program, clock):
+    _due_members(rt, clock, 5)
+    assert sweep_all(rt, batch=2, max_sec=0) == 2  # one write of two accounts, then the limit
+    assert sweep_all(rt, batch=2) == 3  # the rest: 2 + 1
+    assert sweep_all(rt) == 0
+    assert not verify_all(rt).problems

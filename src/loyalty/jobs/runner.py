@@ -30,7 +30,9 @@ class JobRunner:
     def schedule(self) -> list[tuple[str, timedelta, object, timedelta | None]]:
         s = self.rt.settings
         return [
-            ("sweep", timedelta(seconds=s.sweep_interval_sec), lambda: sweep_all(self.rt), None),
+            # Within half its lease (60 s by default): a long sweep goes on at the next tick.
+            ("sweep", timedelta(seconds=s.sweep_interval_sec),
+             lambda: sweep_all(self.rt, max_sec=s.job_lease_sec / 2), None),
             ("period_tiers", timedelta(days=1), lambda: reevaluate_period_groups(self.rt), timedelta(hours=1)),
             ("export_cleanup", timedelta(hours=1), lambda: exports.cleanup(self.rt), None),
         ]

@@ -91,17 +91,21 @@ def rest_after(ran_sec: float, others_committed: bool) -> float:
     return min(MAX_REST_SEC, YIELD_FACTOR * ran_sec) if others_committed else 0.0
 
 
-def sweep_all(rt: Runtime, batch: int | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
+def sweep_all(rt: Runtime, batch: int | None = None, sleep: Callable[[float], None] = time.sleep,
+              max_sec: float | None = None) -> int:
     """Settle every due account, a write at a time (`batch` accounts each, or sized by time when None);
-    return how many accounts were due."""
+    return how many accounts were due. With `max_sec`, stop after the write that passes it: the job runner
+    sweeps under a lease, and a sweep resting beside requests must not outlive it (another process would
+    then sweep the same accounts); the next run goes on where this one stopped."""
     size = batch or FIRST_BATCH
     unit_sec = UNIT_SEC.get(rt.store.dialect, 0.01)
+    started = time.monotonic()
     total = 0
     while True:
         _, units_before = rt.store.commit_stats()
         n, ran, writes = _sweep_batch(rt, size)
         total += n
-        if n < size:
+        if n < size or (max_sec is not None and time.monotonic() - started >= max_sec):
             return total
         _, units_after = rt.store.commit_stats()
         # More than the sweep's own writes committed meanwhile: requests are being served.
