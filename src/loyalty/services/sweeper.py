@@ -37,11 +37,6 @@ YIELD_FACTOR = 4  # with other writes in the process, rest this many times a wri
 MAX_REST_SEC = 0.25
 
 
-def sweep_once(rt: Runtime, batch: int = 500) -> int:
-    """Settle up to `batch` due accounts; return how many were due."""
-    return _sweep_batch(rt, batch)[0]
-
-
 def _sweep_batch(rt: Runtime, batch: int) -> tuple[int, float, int]:
     """Settle up to `batch` due accounts; return how many were due, how long their set-based write ran, and how
     many writes the sweep made.
@@ -54,19 +49,15 @@ def _sweep_batch(rt: Runtime, batch: int) -> tuple[int, float, int]:
     due = rt.store.read(lambda conn: ledger_repo.accounts_with_due_events(conn, now, batch))
     if not due:
         return 0, 0.0, 0
-    ran = [0.0]
 
-    def expire(conn: Connection) -> list[tuple[int, str, int]]:
+    def expire(conn: Connection) -> tuple[list[tuple[int, str, int]], float]:
         started = time.perf_counter()  # a duration, not business time: the injected clock does not apply
-        try:
-            return expiry_repo.expire_batch(conn, due, now, new_txn_id)
-        finally:
-            ran[0] = time.perf_counter() - started
+        return expiry_repo.expire_batch(conn, due, now, new_txn_id), time.perf_counter() - started
 
-    rest = rt.store.write(expire)
+    rest, ran = rt.store.write(expire)
     for key in rest:
         rt.store.write(partial(_settle, rt, *key), (key[0], key[1]))  # the member's writer
-    return len(due), ran[0], 1 + len(rest)
+    return len(due), ran, 1 + len(rest)
 
 
 def _settle(rt: Runtime, program_id: int, profile_id: str, currency_iid: int, conn: Connection) -> int:

@@ -59,7 +59,7 @@ def _swap_indexes_concurrently() -> None:
         # A build interrupted earlier leaves an invalid index behind: start that one again.
         op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_transactions_promo_partial")
         op.execute("CREATE INDEX CONCURRENTLY ix_transactions_promo_partial ON transactions (promo_iid, recorded_at) "
-                   "WHERE promo_iid IS NOT NULL")
+                   f"WHERE {WITH_PROMO.text}")
         op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_transactions_promo")
         op.execute("ALTER INDEX ix_transactions_promo_partial RENAME TO ix_transactions_promo")
 
